@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make train` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: train test test-all lint bench clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# CPU-only machines: the pinned CPU build first, so the package's torch range installs nothing more.
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install -q "torch>=2.3,<2.14"; \
+	else \
+		$(BIN)/python -m pip install -q torch==2.13.0; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
+	touch $@
+
+train: $(BIN)/.installed
+	$(BIN)/rtrl-train $(ARGS)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-all: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check rtrl_rl tests scripts
+
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/bench_grad.py --quick
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,95 @@
+"""The one vectorized-environment protocol every adapter implements.
+
+Conventions (shared by all runners and the learner):
+
+- ``B`` streams step in lock-step. ``step(actions)`` applies ``actions[b]`` to stream ``b`` and
+  returns the *next* observation of every stream.
+- Auto-reset happens inside the same ``step`` call: when stream ``b``'s episode ends, the
+  returned ``obs[b]`` is already the first observation of its next episode, ``first[b] = 1``,
+  and ``reward[b]`` is the last reward of the episode that just ended (gym3 convention).
+  So a transition ``t -> t+1`` must not be bootstrapped across when ``first[t+1] = 1``, and
+  the recurrent core zeroes its state (and RTRL its sensitivities) before consuming
+  ``obs[t+1]``.
+- ``reset`` returns ``first = 1`` everywhere and ``done = 0``.
+- ``done[b] = 1`` marks that an episode finished on this step; ``episode_return[b]`` and
+  ``episode_length[b]`` are valid only there (the raw, unclipped return and the number of
+  agent steps).
+- Image observations stay ``uint8`` ``[B, C, H, W]`` until the model; vector observations are
+  ``float32`` ``[B, D]``. All tensors live on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the agent is built from.
+
+    obs_shape: per-stream observation shape, e.g. ``(4, 84, 84)`` or ``(D,)``.
+    obs_dtype: ``torch.uint8`` for images, ``torch.float32`` for vectors.
+    num_actions: size of the discrete action set.
+    num_envs: number of streams ``B``.
+    """
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: torch.dtype
+    num_actions: int
+    num_envs: int
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.obs_shape) == 3
+
+
+@dataclass
+class TimeStep:
+    """One batched step. Shapes: obs ``[B, *obs_shape]``; the rest ``[B]``."""
+
+    obs: torch.Tensor
+    reward: torch.Tensor  # float32
+    first: torch.Tensor  # bool: obs starts an episode
+    done: torch.Tensor  # bool: an episode ended on this step
+    episode_return: torch.Tensor  # float32, valid where done
+    episode_length: torch.Tensor  # int64, valid where done
+
+
+@runtime_checkable
+class VecEnv(Protocol):
+    spec: EnvSpec
+
+    def reset(self, seed: int | None = None) -> TimeStep: ...
+
+    def step(self, actions: torch.Tensor) -> TimeStep: ...
+
+    def close(self) -> None: ...
+
+
+class EpisodeTracker:
+    """Running per-stream return/length bookkeeping for adapters whose backend does not
+    report finished episodes itself."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.ret = torch.zeros(num_envs, dtype=torch.float32)
+        self.len = torch.zeros(num_envs, dtype=torch.int64)
+
+    def reset(self) -> None:
+        self.ret.zero_()
+        self.len.zero_()
+
+    def update(
+        self, reward: torch.Tensor, done: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this step's reward; return (episode_return, episode_length) valid where done,
+        and restart the counters of the streams that finished."""
+        self.ret += reward
+        self.len += 1
+        ep_ret = torch.where(done, self.ret, torch.zeros_like(self.ret))
+        ep_len = torch.where(done, self.len, torch.zeros_like(self.len))
+        self.ret = torch.where(done, torch.zeros_like(self.ret), self.ret)
+        self.len = torch.where(done, torch.zeros_like(self.len), self.len)
+        return ep_ret, ep_len

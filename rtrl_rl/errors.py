@@ -1,0 +1,18 @@
+"""Errors shown to users as one line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A bad user-facing option; the message is one line naming the key or value."""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
+    """``ConfigError`` for an unknown name, listing close matches (or all choices)."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"choices: {', '.join(choices)}"
+    return ConfigError(f"unknown {kind} '{name}'; {hint}")

@@ -1,0 +1,66 @@
+"""The temporal-gradient module interface: how recurrent credit crosses time steps.
+
+A module drives a ``Core`` over one chunk (a rollout of ``T`` steps) and decides what the
+autograd graph of the returned outputs contains. The learner calls ``unroll`` and then
+``loss.backward()``; nothing outside ``rtrl_rl/grad`` knows which method is in use.
+
+Modules own their per-stream carried state (RTRL sensitivities; nothing for BPTT) and
+save/restore it with ``state_dict`` / ``load_state_dict`` so checkpoints resume exactly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from rtrl_rl.models.cells import Core
+
+
+class TemporalGrad(ABC):
+    """Base class. ``num_streams`` is the number of distinct streams whose carried state is
+    kept; ``unroll`` may receive any subset of them via ``stream_ids``."""
+
+    name: str = "base"
+    #: One line for logs: what the gradient is (exact, truncated, approximate ...).
+    description: str = ""
+
+    def __init__(self, core: Core, num_streams: int) -> None:
+        self.core = core
+        self.num_streams = num_streams
+
+    @abstractmethod
+    def unroll(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor,
+        first: torch.Tensor,
+        stream_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the core over a chunk and advance the carried per-stream state.
+
+        x: ``[T, B, I]`` core inputs (with grad to the stem); state: ``[B, D]`` the core
+        state before ``x[0]``; first: ``[T, B]`` bool episode starts; stream_ids: ``[B]``
+        long, which carried streams these are (default ``0..B-1``; each stream's chunks
+        must arrive in order). Returns ``h [T, B, H]`` and the state after ``x[T-1]``.
+        """
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"grad={self.name} carries no state, got keys {sorted(state)}")
+
+    def reset_streams(self, stream_ids: torch.Tensor) -> None:
+        """Forget the carried state of these streams (e.g. a restarted env worker)."""
+
+    def _ids(self, stream_ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if stream_ids is None:
+            if batch != self.num_streams:
+                raise ValueError(
+                    f"chunk has {batch} streams but the module carries {self.num_streams}; "
+                    "pass stream_ids"
+                )
+            return None
+        return stream_ids

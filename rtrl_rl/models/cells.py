@@ -1,0 +1,265 @@
+"""Recurrent cores: eLSTM (element-wise LSTM, DESIGN.md section 2), stacked eLSTM, an LSTM
+baseline, and the feed-forward "none" core.
+
+Every core maps a chunk ``x [T, B, I]``, a flat carried state ``[B, D]`` and episode-start
+flags ``first [T, B]`` to outputs ``h [T, B, H]`` and the state after the last step. The
+state is zeroed before consuming ``x[t]`` wherever ``first[t]`` is set. A flat ``[B, D]``
+state keeps checkpoints and shared-memory buffers simple.
+
+How gradients cross time steps is not decided here: ``rtrl_rl.grad`` drives the cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rtrl_rl.errors import ConfigError, unknown_name
+
+
+@dataclass
+class ElementwiseTerms:
+    """Forward quantities that RTRL needs from one element-wise layer over a chunk.
+
+    All tensors are detached, ``[T, B, N]``.
+    a: the diagonal Jacobian ``dc_t / dc_{t-1}`` (before the episode-start mask).
+    matrix: name -> ``u``; the immediate derivative of ``c_t[n]`` w.r.t. the ``[N, I]``
+        parameter entry ``[n, i]`` is ``u_t[n] * x_t[i]``.
+    vector: name -> ``u``; the immediate derivative of ``c_t[n]`` w.r.t. the ``[N]``
+        parameter entry ``[n]`` is ``u_t[n]``.
+    """
+
+    a: torch.Tensor
+    matrix: dict[str, torch.Tensor]
+    vector: dict[str, torch.Tensor]
+
+
+def _mask(first_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool episode starts -> ``[B, 1]`` keep-multiplier in ``like``'s dtype."""
+    return (~first_t).to(like.dtype).unsqueeze(-1)
+
+
+class ELSTMLayer(nn.Module):
+    """One eLSTM layer. Recurrent parameters: ``W_z, W_f [N, I]``, ``w_z, w_f, b_z, b_f [N]``;
+    the output gate ``W_o [N, I + N], b_o [N]`` is feed-forward.
+
+    The input projections of z, f and the x-part of o are one fused matmul over the whole
+    chunk; only element-wise work runs step by step.
+    """
+
+    recurrent_names = ("W_z", "W_f", "w_z", "w_f", "b_z", "b_f")
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
+        super().__init__()
+        n, i = hidden_size, input_size
+        self.input_size, self.hidden_size = i, n
+        self.W_z = nn.Parameter(torch.empty(n, i))
+        self.W_f = nn.Parameter(torch.empty(n, i))
+        self.w_z = nn.Parameter(torch.empty(n))
+        self.w_f = nn.Parameter(torch.empty(n))
+        self.b_z = nn.Parameter(torch.zeros(n))
+        self.b_f = nn.Parameter(torch.full((n,), float(forget_bias)))
+        self.W_o = nn.Parameter(torch.empty(n, i + n))
+        self.b_o = nn.Parameter(torch.zeros(n))
+        bound_x, bound_h = 1.0 / math.sqrt(i), 1.0 / math.sqrt(n)
+        for w in (self.W_z, self.W_f):
+            nn.init.uniform_(w, -bound_x, bound_x)
+        for w in (self.w_z, self.w_f):
+            nn.init.uniform_(w, -bound_h, bound_h)
+        nn.init.uniform_(self.W_o, -1.0 / math.sqrt(i + n), 1.0 / math.sqrt(i + n))
+
+    def recurrent_params(self) -> dict[str, nn.Parameter]:
+        return {k: getattr(self, k) for k in self.recurrent_names}
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [T, B, I]`` -> pre-activations ``[T, B, 3N]`` (z | f | o-from-x)."""
+        weight = torch.cat([self.W_z, self.W_f, self.W_o[:, : self.input_size]], 0)
+        bias = torch.cat([self.b_z, self.b_f, self.b_o])
+        return torch.nn.functional.linear(x, weight, bias)
+
+    def unroll(
+        self,
+        x: torch.Tensor,
+        c0: torch.Tensor,
+        first: torch.Tensor,
+        detach_every_step: bool = False,
+        with_terms: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, ElementwiseTerms | None]:
+        """Run the layer over a chunk.
+
+        x: ``[T, B, I]``; c0: ``[B, N]`` (may carry an RTRL injection); first: ``[T, B]`` bool.
+        detach_every_step: cut ``c_{t-1}`` from the graph at every step (one-step gradients).
+        Returns ``h [T, B, N]``, ``c_T [B, N]`` and, if asked, the RTRL terms.
+        """
+        n = self.hidden_size
+        pre = self.project(x)
+        pz, pf, po = pre[..., :n], pre[..., n : 2 * n], pre[..., 2 * n :]
+        c = c0
+        cs, cprevs, zs, fs = [], [], [], []
+        for t in range(x.shape[0]):
+            c_prev = c * _mask(first[t], c)
+            if detach_every_step:
+                c_prev = c_prev.detach()
+            z = torch.tanh(pz[t] + self.w_z * c_prev)
+            f = torch.sigmoid(pf[t] + self.w_f * c_prev)
+            c = f * c_prev + (1.0 - f) * z
+            cs.append(c)
+            if with_terms:
+                cprevs.append(c_prev.detach())
+                zs.append(z.detach())
+                fs.append(f.detach())
+        c_all = torch.stack(cs)
+        o = torch.sigmoid(po + torch.nn.functional.linear(c_all, self.W_o[:, self.input_size :]))
+        h = o * c_all
+        terms = None
+        if with_terms:
+            terms = self.terms(torch.stack(cprevs), torch.stack(zs), torch.stack(fs))
+        return h, c, terms
+
+    @torch.no_grad()
+    def terms(
+        self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor
+    ) -> ElementwiseTerms:
+        """RTRL terms from the (masked) previous cell and the gates, all ``[T, B, N]``."""
+        zeta = (1.0 - f) * (1.0 - z * z)  # dc_t / d(pre_z)
+        phi = (c_prev - z) * f * (1.0 - f)  # dc_t / d(pre_f)
+        a = f + self.w_z * zeta + self.w_f * phi
+        return ElementwiseTerms(
+            a=a,
+            matrix={"W_z": zeta, "W_f": phi},
+            vector={"w_z": zeta * c_prev, "w_f": phi * c_prev, "b_z": zeta, "b_f": phi},
+        )
+
+
+class Core(nn.Module):
+    """Base class. ``state_size`` D of the flat state, ``output_size`` H of ``h``."""
+
+    state_size: int
+    output_size: int
+    #: True when the recurrence is element-wise, so exact RTRL is tractable.
+    elementwise: bool = False
+    name: str = "core"
+
+    def initial_state(
+        self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        return torch.zeros(batch, self.state_size, device=device, dtype=dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor,
+        first: torch.Tensor,
+        detach_every_step: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ELSTM(Core):
+    """Stacked eLSTM; state ``[B, L * N]`` holds each layer's cell ``c``."""
+
+    elementwise = True
+    name = "elstm"
+
+    def __init__(
+        self, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0
+    ) -> None:
+        super().__init__()
+        sizes = [input_size] + [hidden_size] * layers
+        self.layers = nn.ModuleList(
+            ELSTMLayer(sizes[i], hidden_size, forget_bias) for i in range(layers)
+        )
+        self.hidden_size = hidden_size
+        self.state_size = layers * hidden_size
+        self.output_size = hidden_size
+
+    def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
+        return list(state.split(self.hidden_size, dim=-1))
+
+    def forward(self, x, state, first, detach_every_step=False):
+        out, finals = x, []
+        for layer, c0 in zip(self.layers, self.split_state(state)):
+            out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
+            finals.append(c_t)
+        return out, torch.cat(finals, -1)
+
+
+class LSTM(Core):
+    """``torch.nn.LSTM`` baseline; state ``[B, 2 * L * N]`` = (h of all layers, c of all layers).
+
+    Runs as one fused call when no episode starts inside the chunk (after step 0), and step by
+    step otherwise so the state can be zeroed exactly where episodes start.
+    """
+
+    name = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
+                 forget_bias: float = 1.0) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=layers)
+        n = hidden_size
+        for k in range(layers):  # gate order i, f, g, o; only one bias needs the offset
+            getattr(self.lstm, f"bias_ih_l{k}").data[n : 2 * n] = float(forget_bias)
+            getattr(self.lstm, f"bias_hh_l{k}").data[n : 2 * n] = 0.0
+        self.layers, self.hidden_size = layers, hidden_size
+        self.state_size = 2 * layers * hidden_size
+        self.output_size = hidden_size
+
+    def _unpack(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = state.shape[0]
+        hc = state.view(b, 2, self.layers, self.hidden_size).permute(1, 2, 0, 3)
+        return hc[0].contiguous(), hc[1].contiguous()
+
+    def _pack(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h, c]).permute(2, 0, 1, 3).reshape(h.shape[1], -1)
+
+    def forward(self, x, state, first, detach_every_step=False):
+        h, c = self._unpack(state)
+        if not detach_every_step and not bool(first[1:].any()):
+            keep = _mask(first[0], h)
+            out, (h, c) = self.lstm(x, (h * keep, c * keep))
+            return out, self._pack(h, c)
+        outs = []
+        for t in range(x.shape[0]):
+            keep = _mask(first[t], h)
+            h, c = h * keep, c * keep
+            if detach_every_step:
+                h, c = h.detach(), c.detach()
+            out, (h, c) = self.lstm(x[t : t + 1], (h, c))
+            outs.append(out[0])
+        return torch.stack(outs), self._pack(h, c)
+
+
+class FeedForward(Core):
+    """No recurrence (the feed-forward baseline): ``h = x``, empty state."""
+
+    elementwise = True
+    name = "none"
+    layers: nn.ModuleList
+
+    def __init__(self, input_size: int, hidden_size: int = 0, layers: int = 0,
+                 forget_bias: float = 0.0) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList()
+        self.state_size = 0
+        self.output_size = input_size
+
+    def forward(self, x, state, first, detach_every_step=False):
+        return x, state
+
+
+CORES: dict[str, type[Core]] = {"elstm": ELSTM, "lstm": LSTM, "none": FeedForward}
+
+
+def make_core(
+    kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0
+) -> Core:
+    """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``."""
+    if kind not in CORES:
+        raise unknown_name("core", kind, CORES)
+    if kind != "none" and (hidden_size < 1 or layers < 1):
+        raise ConfigError(f"model.hidden_size and model.layers must be >= 1 for core '{kind}'")
+    return CORES[kind](input_size, hidden_size, layers, forget_bias)

@@ -1,0 +1,145 @@
+"""Time and peak memory of one learner update for each temporal-gradient module.
+
+An update is: core forward over a chunk [T, B, I] (with the RTRL injection where it applies),
+a linear readout loss, backward, and the sensitivity update. Each row runs in a fresh
+subprocess so that peak memory is measured cleanly:
+- CPU: peak resident-set growth over the process's footprint before the first update;
+- CUDA: torch.cuda.max_memory_allocated.
+
+    python scripts/bench_grad.py --quick                 # B=32, T=50, N=256 (< 1 min)
+    python scripts/bench_grad.py --json bench_grad.json  # the full grid
+    python scripts/bench_grad.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+METHODS = ("rtrl", "rtrl_reference", "bptt", "one_step")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) -> dict:
+    import torch
+
+    from rtrl_rl.grad import make_grad
+    from rtrl_rl.models.cells import make_core
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    core = make_core("elstm", i, n).to(dev)
+    readout = torch.nn.Linear(n, 16).to(dev)
+    grad = make_grad(method, core, b)
+    x = torch.randn(t, b, i, device=dev)
+    first = torch.rand(t, b, device=dev) < 0.01
+    state = core.initial_state(b, device=dev)
+
+    def update() -> None:
+        nonlocal state
+        xx = x.clone().requires_grad_(True)  # stands in for the stem's output
+        h, new_state = grad.unroll(xx, state, first)
+        loss = readout(h).square().mean()
+        loss.backward()
+        state = new_state.detach()
+        for p in list(core.parameters()) + list(readout.parameters()):
+            p.grad = None
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    base_rss = _rss_mb()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    for _ in range(2):
+        update()
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        update()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
+    return {
+        "method": method, "B": b, "T": t, "N": n, "I": i, "device": device,
+        "ms_per_update": round(statistics.median(times), 2),
+        "peak_mb": round(max(peak, 0.0), 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_row(method, b, t, n, i, device, reps) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, str(b), str(t), str(n), str(i),
+           device, str(reps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method} B={b} T={t} N={n} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="learner update: forward + backward + sensitivity update")
+    for col in ("method", "B", "T", "N", "I", "ms/update", "peak MB", "vs bptt"):
+        table.add_column(col, justify="right")
+    bptt = {(r["T"], r["N"]): r["ms_per_update"] for r in rows if r["method"] == "bptt"}
+    for r in rows:
+        ref = bptt.get((r["T"], r["N"]))
+        ratio = f"{r['ms_per_update'] / ref:.2f}x" if ref else "-"
+        table.add_row(r["method"], str(r["B"]), str(r["T"]), str(r["N"]), str(r["I"]),
+                      f"{r['ms_per_update']:.1f}", f"{r['peak_mb']:.0f}", ratio)
+    Console().print(table)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        m, b, t, n, i, dev, reps = sys.argv[2:9]
+        print(json.dumps(worker(m, int(b), int(t), int(n), int(i), dev, int(reps))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="only B=32, T=50, N=256")
+    ap.add_argument("--json", metavar="PATH", help="write the rows here")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    args = ap.parse_args()
+    b, i = 32, 257
+    grid = [(50, 256)] if args.quick else [(t, n) for n in (128, 256, 512) for t in (10, 50, 100)]
+    rows = []
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking", total=len(grid) * len(args.methods.split(",")))
+        for t, n in grid:
+            for m in args.methods.split(","):
+                progress.update(task, description=f"{m} T={t} N={n}")
+                reps = max(2, args.reps // 2) if m == "rtrl_reference" else args.reps
+                rows.append(run_row(m, b, t, n, i, args.device, reps))
+                progress.advance(task)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
