@@ -52,7 +52,7 @@ class TemporalGrad(ABC):
         if state:
             raise ValueError(f"grad={self.name} carries no state, got keys {sorted(state)}")
 
-    def reset_streams(self, stream_ids: torch.Tensor) -> None:
+    def reset_streams(self, stream_ids: torch.Tensor) -> None:  # noqa: B027 (optional hook)
         """Forget the carried state of these streams (e.g. a restarted env worker)."""
 
     def _ids(self, stream_ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:

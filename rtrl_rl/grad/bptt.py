@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from rtrl_rl.grad.base import TemporalGrad
 
 

@@ -146,7 +146,8 @@ class RTRL(TemporalGrad):
         ids = self._ids(stream_ids, x.shape[1])
         self._ensure(x)
         out, finals = x, []
-        for k, (layer, c0) in enumerate(zip(self.layers, self.core.split_state(state))):
+        layers_states = zip(self.layers, self.core.split_state(state), strict=True)
+        for k, (layer, c0) in enumerate(layers_states):
             mats, vecs = self._layout(layer)
             params = layer.recurrent_params()
             s_mat = self._s_mat[k] if ids is None else self._s_mat[k][ids]
@@ -175,7 +176,8 @@ class RTRL(TemporalGrad):
         for k, layer in enumerate(self.layers):
             mats, vecs = self._layout(layer)
             d = {p: self._s_mat[k][:, j] for j, p in enumerate(mats)} if self._s_mat else {}
-            d.update({p: self._s_vec[k][:, j] for j, p in enumerate(vecs)} if self._s_vec else {})
+            if self._s_vec:
+                d.update({p: self._s_vec[k][:, j] for j, p in enumerate(vecs)})
             result.append(d)
         return result
 

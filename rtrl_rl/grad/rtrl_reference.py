@@ -70,7 +70,8 @@ class RTRLReference(TemporalGrad):
 
     def __init__(self, core: Core, num_streams: int) -> None:
         if not isinstance(core, ELSTM):
-            raise ConfigError(f"grad=rtrl_reference supports the elstm core only, not '{core.name}'")
+            raise ConfigError(
+                f"grad=rtrl_reference supports the elstm core only, not '{core.name}'")
         super().__init__(core, num_streams)
         self._s: list[dict[str, torch.Tensor]] = []
 

@@ -181,7 +181,7 @@ class ELSTM(Core):
 
     def forward(self, x, state, first, detach_every_step=False):
         out, finals = x, []
-        for layer, c0 in zip(self.layers, self.split_state(state)):
+        for layer, c0 in zip(self.layers, self.split_state(state), strict=False):
             out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
             finals.append(c_t)
         return out, torch.cat(finals, -1)

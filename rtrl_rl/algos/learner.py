@@ -1,0 +1,79 @@
+"""The learner update: re-unroll the agent over a rollout, V-trace, one optimizer step.
+
+Nothing here knows which gradient method is in use: the temporal-gradient module decides
+what ``loss.backward()`` sends to the recurrent parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rtrl_rl.algos.losses import impala_loss
+from rtrl_rl.algos.vtrace import log_rhos_from_logits, vtrace
+from rtrl_rl.grad.base import TemporalGrad
+from rtrl_rl.models.agent import Agent
+from rtrl_rl.rollout import Rollout
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """``cfg``: an ``AlgoConfig``. RMSProp as in IMPALA (alpha 0.99, eps 0.01) or Adam."""
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+
+
+class Learner:
+    """Owns the optimizer and LR schedule; ``update(rollout)`` returns scalar metrics."""
+
+    def __init__(self, agent: Agent, grad: TemporalGrad, cfg, total_updates: int) -> None:
+        self.agent, self.grad, self.cfg = agent, grad, cfg
+        self.optimizer = make_optimizer(agent.parameters(), cfg)
+        total = max(1, total_updates)
+        decay = (lambda k: max(0.0, 1.0 - k / total)) if cfg.lr_decay == "linear" else (
+            lambda k: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.updates = 0
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One step on a rollout (already on the learner's device)."""
+        cfg, agent = self.cfg, self.agent
+        x = agent.core_input(rollout.obs, rollout.reward, rollout.prev_action, rollout.first)
+        h, state_t = self.grad.unroll(x[:-1], rollout.core_state, rollout.first[:-1],
+                                      rollout.stream_ids)
+        with torch.no_grad():  # the bootstrap entry: a value, never a gradient
+            h_boot, _ = agent.core(x[-1:].detach(), state_t.detach(), rollout.first[-1:])
+            _, bootstrap_value = agent.heads(h_boot[0])
+        logits, values = agent.heads(h)
+        actions = rollout.action[:-1]
+        rewards = agent.clip_reward(rollout.reward[1:].to(values.dtype))
+        discounts = cfg.discount * (~rollout.first[1:]).to(values.dtype)
+        log_rhos = log_rhos_from_logits(rollout.logits[:-1], logits.detach(), actions)
+        returns = vtrace(log_rhos, discounts, rewards, values.detach(), bootstrap_value,
+                         cfg.clip_rho, cfg.clip_pg_rho, cfg.vtrace_lambda)
+        loss, terms = impala_loss(logits, values, actions, returns.vs, returns.pg_advantages,
+                                  cfg.baseline_cost, cfg.entropy_cost, cfg.loss_reduction)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.updates += 1
+        metrics = terms.as_dict()
+        metrics.update({
+            "grad_norm": float(grad_norm),
+            "lr": self.scheduler.get_last_lr()[0],
+            "rho_mean": float(log_rhos.exp().mean()),
+            "value_mean": float(values.detach().mean()),
+            "policy_lag": float((self.updates - 1 - rollout.policy_version.float()).mean()),
+        })
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,190 @@
+"""Typed run configuration: one dataclass per Hydra group, validated before anything starts.
+
+Hydra composes ``configs/`` into a plain tree; ``validate(cfg)`` merges each group into its
+dataclass (unknown keys and wrong types fail), runs the range checks in ``__post_init__``,
+checks the env options with the env family's own schema, and turns every failure into a
+one-line ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rtrl_rl.errors import ConfigError, unknown_name
+from rtrl_rl.logging import LoggerConfig
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        err = unknown_name(key, value, choices)
+        raise ConfigError(f"{key}: {err}")
+
+
+@dataclass
+class ModelConfig:
+    """Agent: stem -> FC -> [features, clipped prev reward, prev action] -> core -> heads."""
+
+    stem: str = "mlp"  # impala | nature | mlp
+    stem_hidden: list[int] = field(default_factory=lambda: [64])  # mlp layer sizes
+    stem_out: int = 256  # FC width after a conv stem
+    core: str = "elstm"  # elstm | lstm | none
+    hidden_size: int = 64
+    layers: int = 1
+    forget_bias: float = 1.0
+    prev_reward: bool = True
+    prev_action: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.stem, "model.stem", ("impala", "nature", "mlp"))
+        _choice(self.core, "model.core", ("elstm", "lstm", "none"))
+        _check(self.hidden_size >= 1, "model.hidden_size", f"must be >= 1, got {self.hidden_size}")
+        _check(self.layers >= 1, "model.layers", f"must be >= 1, got {self.layers}")
+        _check(self.stem_out >= 1, "model.stem_out", f"must be >= 1, got {self.stem_out}")
+        _check(all(h >= 1 for h in self.stem_hidden), "model.stem_hidden", "sizes must be >= 1")
+
+
+@dataclass
+class GradConfig:
+    """The one switch for recurrent credit: rtrl | bptt | one_step."""
+
+    name: str = "rtrl"
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "grad.name", ("rtrl", "bptt", "one_step", "rtrl_reference"))
+
+
+@dataclass
+class AlgoConfig:
+    """IMPALA / V-trace actor-critic; defaults are the reference (R2AC) settings."""
+
+    optimizer: str = "rmsprop"  # rmsprop | adam
+    lr: float = 6e-4
+    lr_decay: str = "linear"  # linear (to 0 at runner.total_frames) | none
+    rms_alpha: float = 0.99
+    rms_eps: float = 0.01
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 40.0
+    entropy_cost: float = 0.01
+    baseline_cost: float = 0.5
+    discount: float = 0.99
+    reward_clip: float = 1.0  # clip rewards to [-c, c]; 0 disables
+    clip_rho: float = 1.0
+    clip_pg_rho: float = 1.0
+    vtrace_lambda: float = 1.0
+    # torchbeast (and the reference agent) sums losses over [T, B]; eps and clip assume it.
+    loss_reduction: str = "sum"  # sum | mean
+
+    def __post_init__(self) -> None:
+        _choice(self.loss_reduction, "algo.loss_reduction", ("sum", "mean"))
+        _choice(self.optimizer, "algo.optimizer", ("rmsprop", "adam"))
+        _choice(self.lr_decay, "algo.lr_decay", ("linear", "none"))
+        _check(self.lr > 0, "algo.lr", f"must be > 0, got {self.lr}")
+        _check(0.0 <= self.discount <= 1.0, "algo.discount",
+               f"must be in [0, 1], got {self.discount}")
+        _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
+        _check(self.reward_clip >= 0, "algo.reward_clip", "must be >= 0")
+        _check(self.entropy_cost >= 0, "algo.entropy_cost", "must be >= 0")
+        _check(self.baseline_cost >= 0, "algo.baseline_cost", "must be >= 0")
+        _check(0.0 < self.vtrace_lambda <= 1.0, "algo.vtrace_lambda", "must be in (0, 1]")
+
+
+@dataclass
+class RunnerConfig:
+    """Collection: ``num_envs`` streams B, rollouts of ``unroll`` steps T."""
+
+    kind: str = "sync"  # sync | async
+    num_envs: int = 32
+    unroll: int = 10
+    total_frames: int = 2_000_000
+    num_workers: int = 2  # async: env worker processes
+    inference: str = "learner"  # async: where the policy runs (learner | worker)
+    queue_size: int = 4  # async: rollout slots per worker
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, "runner.kind", ("sync", "async"))
+        _choice(self.inference, "runner.inference", ("learner", "worker"))
+        _check(self.num_envs >= 1, "runner.num_envs", f"must be >= 1, got {self.num_envs}")
+        _check(self.unroll >= 1, "runner.unroll", f"must be >= 1, got {self.unroll}")
+        _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")
+        _check(self.num_workers >= 1, "runner.num_workers", "must be >= 1")
+        _check(self.queue_size >= 2, "runner.queue_size", "must be >= 2")
+
+
+@dataclass
+class TrainConfig:
+    env: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    grad: GradConfig = field(default_factory=GradConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    run_dir: str = "runs/default"
+    name: str = ""
+    resume: str = "false"  # false | true (this run_dir) | path to a run dir
+    checkpoint_interval_s: float = 300.0
+    keep_checkpoints: int = 3
+    max_updates: int = 0  # stop after this many updates (0 = run to total_frames)
+    eval_episodes: int = 0  # evaluate the final policy on this many episodes (0 = skip)
+
+    def __post_init__(self) -> None:
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        _check(self.checkpoint_interval_s > 0, "checkpoint_interval_s", "must be > 0")
+        _check(self.max_updates >= 0, "max_updates", "must be >= 0")
+        d = self.device
+        _check(d in ("auto", "cpu") or d.startswith("cuda"), "device",
+               f"expected auto, cpu or cuda[:N], got '{d}'")
+
+
+TOP_LEVEL = tuple(f.name for f in fields(TrainConfig))
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def validate(cfg: DictConfig | dict) -> TrainConfig:
+    """Check a composed config; return it typed. Raises a one-line ``ConfigError``."""
+    from rtrl_rl.envs import validate_env_config
+
+    raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    container = OmegaConf.to_container(raw, resolve=True)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    for key in container:
+        if key not in TOP_LEVEL:
+            raise unknown_name("config key", key, TOP_LEVEL)
+    env = container.pop("env", {}) or {}
+    if isinstance(container.get("resume"), bool):
+        container["resume"] = str(container["resume"]).lower()
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        merged = OmegaConf.merge(schema, container)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None
+    assert isinstance(typed, TrainConfig)
+    validate_env_config(env)
+    typed.env = env
+    return typed
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain nested dict (for run dirs, wandb and checkpoints)."""
+    out = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(out, dict)
+    out["env"] = dict(cfg.env)
+    return out

@@ -1,0 +1,85 @@
+"""Environments: one ``VecEnv`` protocol (``base.py``), one adapter per family.
+
+    env = make_env({"family": "atari", "game": "breakout"}, num_envs=32, seed=0)
+    ts = env.reset()                    # TimeStep: obs [B, 4, 84, 84] uint8, first = 1
+    ts = env.step(actions)              # actions int64 [B]; auto-resets in the same step
+    env.spec                            # EnvSpec(obs_shape, obs_dtype, num_actions, num_envs)
+
+Families and their options (the fields of the dataclasses in ``config.py``):
+``atari`` (AtariConfig), ``procgen`` (ProcgenConfig), ``gym`` (GymConfig) and the built-in
+memory task ``delayed_recall`` (DelayedRecallConfig). The supervised copy task lives in
+``copy_task.py`` (not a ``VecEnv``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, VecEnv
+from rtrl_rl.envs.config import (
+    FAMILIES,
+    AtariConfig,
+    DelayedRecallConfig,
+    EnvConfig,
+    GymConfig,
+    ProcgenConfig,
+    family_config,
+    parse_env_config,
+    validate_env_config,
+)
+from rtrl_rl.envs.seeding import check_split
+from rtrl_rl.errors import ConfigError
+
+__all__ = [
+    "FAMILIES",
+    "AtariConfig",
+    "ConfigError",
+    "DelayedRecallConfig",
+    "EnvConfig",
+    "EnvSpec",
+    "EpisodeTracker",
+    "GymConfig",
+    "ProcgenConfig",
+    "TimeStep",
+    "VecEnv",
+    "family_config",
+    "make_env",
+    "parse_env_config",
+    "validate_env_config",
+]
+
+
+def make_env(
+    cfg: Mapping[str, Any] | EnvConfig, num_envs: int, seed: int, split: str = "train"
+) -> VecEnv:
+    """Build ``num_envs`` streams of the env described by ``cfg``.
+
+    ``cfg``: ``{"family": ..., **options}`` (validated first; defaults fill missing options)
+    or an already parsed family dataclass. ``split``: ``"train"`` or ``"eval"``; for ProcGen
+    ``"eval"`` selects the held-out evaluation levels, for every family it selects a separate
+    seed stream. Backend seeds derive from ``(seed, split)``, so runs repeat exactly.
+    """
+    if isinstance(cfg, tuple(FAMILIES.values())):
+        parsed = cfg
+        parsed.check()
+    else:
+        parsed = parse_env_config(cfg)
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ConfigError(f"num_envs: must be an int >= 1, got {num_envs!r}")
+    check_split(split)
+    if isinstance(parsed, AtariConfig):
+        from rtrl_rl.envs.atari import AtariEnv
+
+        return AtariEnv(parsed, num_envs, seed, split)
+    if isinstance(parsed, ProcgenConfig):
+        from rtrl_rl.envs.procgen import ProcgenEnv
+
+        return ProcgenEnv(parsed, num_envs, seed, split)
+    if isinstance(parsed, GymConfig):
+        from rtrl_rl.envs.gym import GymEnv
+
+        return GymEnv(parsed, num_envs, seed, split)
+    from rtrl_rl.envs.delayed_recall import DelayedRecallEnv
+
+    return DelayedRecallEnv(parsed, num_envs, seed, split)

@@ -1,0 +1,110 @@
+"""Delayed recall: a built-in memory task, vectorized over streams in torch.
+
+One episode per stream, ``D + 2`` agent steps (``D = delay``, or uniform in
+``[delay, delay_max]`` per episode):
+
+    obs index   0          1 .. D        D + 1
+    obs         cue c      blank         query flag
+    reward of   0          0             +1 if action == c else -1   (action at the query)
+
+The episode ends with the query action; the same ``step`` returns the next episode's cue with
+``first = 1`` (``base.py``'s convention). Actions before the query are ignored. A uniformly
+random policy earns ``(1 - (K - 1)) / K`` per episode (-0.5 for ``K = 4``).
+
+Observation ``float32 [B, K + 1]``: columns ``0 .. K-1`` are the one-hot cue (non-zero only on
+the episode's first observation), column ``K`` is the query flag. Blank steps are all zeros.
+
+Randomness: one seeded ``torch.Generator``. Every ``step`` draws a new cue (and delay, when
+``delay_max`` is set) for all ``B`` streams and uses the draws of the streams whose episode just
+ended, so a run depends only on the seed, never on timing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.config import DelayedRecallConfig
+from rtrl_rl.envs.seeding import SeedStream
+
+
+class DelayedRecallEnv:
+    """``VecEnv`` for the delayed-recall task; see the module docstring."""
+
+    def __init__(
+        self, cfg: DelayedRecallConfig, num_envs: int, seed: int, split: str = "train"
+    ) -> None:
+        self.cfg = cfg
+        self.num_cues = cfg.num_cues
+        self.delay_min = cfg.delay
+        self.delay_max = cfg.delay if cfg.delay_max is None else cfg.delay_max
+        self.spec = EnvSpec(
+            obs_shape=(cfg.num_cues + 1,), obs_dtype=torch.float32, num_actions=cfg.num_cues,
+            num_envs=num_envs,
+        )
+        self._seeds = SeedStream(seed, split)
+        self._gen = torch.Generator()
+        self._tracker = EpisodeTracker(num_envs)
+        self._t = torch.zeros(num_envs, dtype=torch.int64)  # index of the current obs
+        self._cue = torch.zeros(num_envs, dtype=torch.int64)
+        self._delay = torch.full((num_envs,), self.delay_min, dtype=torch.int64)
+        self._started = False
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh ``(cue, delay)`` for every stream, ``[B]`` each."""
+        b = self.spec.num_envs
+        cue = torch.randint(self.num_cues, (b,), generator=self._gen)
+        if self.delay_max > self.delay_min:
+            delay = torch.randint(self.delay_min, self.delay_max + 1, (b,), generator=self._gen)
+        else:
+            delay = torch.full((b,), self.delay_min, dtype=torch.int64)
+        return cue, delay
+
+    def _obs(self) -> torch.Tensor:
+        """``float32 [B, K + 1]`` for the current ``(t, cue, delay)``."""
+        b, k = self.spec.num_envs, self.num_cues
+        obs = torch.zeros(b, k + 1, dtype=torch.float32)
+        obs[:, :k] = torch.nn.functional.one_hot(self._cue, k) * (self._t == 0).unsqueeze(1)
+        obs[:, k] = (self._t == self._delay + 1).to(torch.float32)
+        return obs
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """All streams start new episodes: ``first = 1``, ``done = 0``."""
+        self._gen.manual_seed(self._seeds.next(seed))
+        self._cue, self._delay = self._draw()
+        self._t.zero_()
+        self._tracker.reset()
+        self._started = True
+        b = self.spec.num_envs
+        return TimeStep(
+            obs=self._obs(),
+            reward=torch.zeros(b, dtype=torch.float32),
+            first=torch.ones(b, dtype=torch.bool),
+            done=torch.zeros(b, dtype=torch.bool),
+            episode_return=torch.zeros(b, dtype=torch.float32),
+            episode_length=torch.zeros(b, dtype=torch.int64),
+        )
+
+    def step(self, actions: torch.Tensor) -> TimeStep:
+        """``actions``: int ``[B]`` in ``[0, K)``. Returns the next ``TimeStep``."""
+        b = self.spec.num_envs
+        if tuple(actions.shape) != (b,):
+            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = actions.detach().to("cpu", torch.int64)
+        done = self._t == self._delay + 1
+        hit = (actions == self._cue).to(torch.float32)
+        reward = torch.where(done, 2.0 * hit - 1.0, torch.zeros_like(hit))
+        new_cue, new_delay = self._draw()
+        self._cue = torch.where(done, new_cue, self._cue)
+        self._delay = torch.where(done, new_delay, self._delay)
+        self._t = torch.where(done, torch.zeros_like(self._t), self._t + 1)
+        ep_ret, ep_len = self._tracker.update(reward, done)
+        return TimeStep(
+            obs=self._obs(), reward=reward, first=done, done=done.clone(),
+            episode_return=ep_ret, episode_length=ep_len,
+        )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,124 @@
+"""ProcGen through its gym3 vectorized env (``procgen.ProcgenGym3Env``).
+
+Observations: ``uint8 [B, 3, 64, 64]`` RGB (the backend's HWC frames transposed to CHW);
+15 actions for every game.
+
+Auto-reset: gym3 already follows ``base.py``'s convention. After ``act``, ``observe`` returns
+``(reward, obs, first)`` where a stream whose episode just ended (death, success or the game's
+own time limit) reports that episode's last reward, ``first = 1`` and the first frame of its
+next level (the C++ game resets inside the same ``step``). So ``first`` is taken as is and
+``done = first`` after a step.
+
+Levels: the train split plays ``[start_level, start_level + num_levels)`` (``num_levels = 0``:
+the full level distribution); the eval split plays ``ProcgenConfig.eval_levels()``, by default
+every level from ``start_level + num_levels`` upward (levels never seen in training). In
+``exploration`` mode the library fixes one level per game, for both splits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.config import ProcgenConfig
+from rtrl_rl.envs.seeding import SeedStream
+
+NUM_ACTIONS = 15
+
+
+def _import_procgen():
+    # ``import procgen`` imports the legacy ``gym`` package, which prints a deprecation
+    # notice on stderr; it is irrelevant here (we use the gym3 API only).
+    with contextlib.redirect_stderr(io.StringIO()):
+        import procgen
+    return procgen
+
+
+class ProcgenEnv:
+    """``VecEnv`` over ``num_envs`` streams of one ProcGen game; see the module docstring."""
+
+    def __init__(
+        self, cfg: ProcgenConfig, num_envs: int, seed: int, split: str = "train"
+    ) -> None:
+        self.cfg = cfg
+        self.split = split
+        self._seeds = SeedStream(seed, split)
+        self.spec = EnvSpec(
+            obs_shape=(3, 64, 64), obs_dtype=torch.uint8, num_actions=NUM_ACTIONS,
+            num_envs=num_envs,
+        )
+        self._tracker = EpisodeTracker(num_envs)
+        self._env = self._build(self._seeds.next())
+        self._fresh = True  # built and not stepped: reset() need not rebuild
+
+    def _build(self, rand_seed: int):
+        procgen = _import_procgen()
+        cfg = self.cfg
+        kwargs = dict(
+            num=self.spec.num_envs,
+            env_name=cfg.game,
+            distribution_mode=cfg.distribution_mode,
+            num_threads=cfg.num_threads,
+            rand_seed=rand_seed,
+            use_backgrounds=cfg.use_backgrounds,
+            center_agent=cfg.center_agent,
+            paint_vel_info=cfg.paint_vel_info,
+        )
+        if cfg.distribution_mode != "exploration":  # exploration fixes the level itself
+            if self.split == "train":
+                start, count = cfg.start_level, cfg.num_levels
+            else:
+                start, count = cfg.eval_levels()
+            kwargs.update(start_level=start, num_levels=count)
+        env = procgen.ProcgenGym3Env(**kwargs)
+        if env.ac_space.eltype.n != NUM_ACTIONS:
+            raise RuntimeError(f"expected {NUM_ACTIONS} ProcGen actions, got {env.ac_space}")
+        return env
+
+    def _observe(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        reward, obs, first = self._env.observe()
+        # [B, H, W, C] -> [B, C, H, W]; gym3 returns fresh copies, so no aliasing
+        obs_t = torch.from_numpy(np.ascontiguousarray(obs["rgb"].transpose(0, 3, 1, 2)))
+        reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32))
+        first_t = torch.from_numpy(np.asarray(first, dtype=bool))
+        return obs_t, reward_t, first_t
+
+    def reset(self, seed: int | None = None) -> TimeStep:
+        """Start every stream on a new level: ``first = 1``, ``done = 0``. gym3 has no reset,
+        so this rebuilds the backend (unless it was just built and never stepped)."""
+        if not self._fresh or seed is not None:
+            self._env.close()
+            self._env = self._build(self._seeds.next(seed))
+        self._fresh = False
+        self._tracker.reset()
+        obs, _, _ = self._observe()
+        b = self.spec.num_envs
+        return TimeStep(
+            obs=obs,
+            reward=torch.zeros(b, dtype=torch.float32),
+            first=torch.ones(b, dtype=torch.bool),
+            done=torch.zeros(b, dtype=torch.bool),
+            episode_return=torch.zeros(b, dtype=torch.float32),
+            episode_length=torch.zeros(b, dtype=torch.int64),
+        )
+
+    def step(self, actions: torch.Tensor) -> TimeStep:
+        """``actions``: int ``[B]`` in ``[0, 15)``. Returns the next ``TimeStep``."""
+        b = self.spec.num_envs
+        if tuple(actions.shape) != (b,):
+            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        self._fresh = False
+        self._env.act(actions.detach().to("cpu", torch.int32).numpy())
+        obs, reward, first = self._observe()
+        ep_ret, ep_len = self._tracker.update(reward, first)
+        return TimeStep(
+            obs=obs, reward=reward, first=first, done=first.clone(),
+            episode_return=ep_ret, episode_length=ep_len,
+        )
+
+    def close(self) -> None:
+        self._env.close()  # frees the C env and joins its stepping threads; idempotent

@@ -1,0 +1,475 @@
+"""Run logging: metrics.csv, TensorBoard, Weights & Biases, progress display, run metadata.
+
+One ``RunLogger`` per training run writes everything a user needs to watch a run, resume
+it after an interrupt, and compare it with others later (see ``RunLogger`` for the files).
+
+This module is ``rtrl_rl.logging``; ``import logging`` below is the standard library
+(absolute imports), used for warnings about the logging backends themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import logging
+import math
+import os
+import secrets
+import string
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rtrl_rl.errors import ConfigError, unknown_name
+
+log = logging.getLogger(__name__)
+
+PROGRESS_MODES = ("auto", "rich", "plain", "none")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class LoggerConfig:
+    """Options of the ``logger`` config group (``configs/logger/*.yaml``)."""
+
+    progress: str = "auto"  # auto: rich bar on a TTY, plain lines otherwise
+    log_interval_s: float = 10.0  # period of plain progress lines
+    tensorboard: bool = True
+    csv: bool = True
+    wandb_mode: str = "disabled"
+    wandb_project: str = "rtrl_rl"
+    wandb_entity: str | None = None
+    wandb_group: str | None = None
+    wandb_tags: list[str] = field(default_factory=list)
+    plot: bool = True  # learning_curve.png at close
+
+    def __post_init__(self) -> None:
+        def bad(key: str, want: str) -> ConfigError:
+            return ConfigError(f"logger.{key} must be {want}, got {getattr(self, key)!r}")
+
+        if self.progress not in PROGRESS_MODES:
+            raise bad("progress", "one of " + ", ".join(PROGRESS_MODES))
+        if self.wandb_mode not in WANDB_MODES:
+            raise bad("wandb_mode", "one of " + ", ".join(WANDB_MODES))
+        for key in ("tensorboard", "csv", "plot"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "true or false")
+        interval = self.log_interval_s
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
+            raise bad("log_interval_s", "a number >= 0")
+        self.log_interval_s = float(interval)
+        if not isinstance(self.wandb_project, str) or not self.wandb_project:
+            raise bad("wandb_project", "a non-empty string")
+        for key in ("wandb_entity", "wandb_group"):
+            if not isinstance(getattr(self, key), (str, type(None))):
+                raise bad(key, "a string or null")
+        tags = self.wandb_tags
+        if isinstance(tags, str) or not isinstance(tags, Sequence):
+            raise bad("wandb_tags", "a list of strings")
+        if not all(isinstance(t, str) for t in tags):
+            raise bad("wandb_tags", "a list of strings")
+        self.wandb_tags = list(tags)
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> LoggerConfig:
+        """Build from a mapping (e.g. Hydra's ``cfg.logger``); unknown keys: ``ConfigError``."""
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names:
+                raise unknown_name("logger option", str(key), names)
+        return cls(**{k: _plain(v) for k, v in options.items()})
+
+
+def _plain(value: Any) -> Any:
+    """Plain containers with YAML-safe leaves from OmegaConf, numpy, torch or Path values."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if getattr(value, "shape", None) == ():  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+def git_revision(path: str | os.PathLike | None = None) -> str:
+    """The git commit of the checkout holding ``path`` (default: this package).
+
+    Adds ``-dirty`` when tracked files have uncommitted changes. Returns ``"unknown"`` when
+    there is no git, no checkout, no commit yet, or anything else goes wrong.
+    """
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"],
+            cwd=where, capture_output=True, text=True, timeout=10,
+        )
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where, capture_output=True, text=True, timeout=30,
+        )
+        dirty = status.returncode != 0 or bool(status.stdout.strip())
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def new_run_id() -> str:
+    """An 8-character wandb-style run id; uses ``secrets`` so seeded RNG streams are untouched."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _as_float(key: str, value: Any) -> float:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"metric '{key}' must be a number, got {type(value).__name__}") from None
+
+
+class _CsvLog:
+    """Append-only metrics.csv whose columns are fixed by the first row (env_frames first)."""
+
+    def __init__(self, path: Path, start_frames: int) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+        self._file = None
+        self._writer: Any = None
+        self._dropped: set[str] = set()
+        if path.exists():
+            if start_frames > 0:
+                self.columns = self._truncate(start_frames)
+            else:
+                path.unlink()
+
+    def _truncate(self, start_frames: int) -> list[str] | None:
+        """Keep rows with env_frames <= start_frames (the checkpoint); drop later/partial rows."""
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or not rows[0] or rows[0][0] != "env_frames":
+            log.warning("%s has no env_frames header; starting it anew", self.path)
+            self.path.unlink()
+            return None
+        header, kept = rows[0], []
+        for row in rows[1:]:
+            try:
+                if len(row) == len(header) and float(row[0]) <= start_frames:
+                    kept.append(row)
+            except ValueError:
+                continue  # a line cut short by a crash
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+        return header
+
+    def write(self, env_frames: int, metrics: Mapping[str, float]) -> None:
+        if self._file is None:
+            new_file = self.columns is None
+            if new_file:
+                self.columns = ["env_frames"] + [k for k in metrics if k != "env_frames"]
+            self._file = open(self.path, "a", newline="")
+            self._writer = csv.writer(self._file)
+            if new_file:
+                self._writer.writerow(self.columns)
+        assert self.columns is not None
+        extra = set(metrics) - set(self.columns) - self._dropped
+        if extra:
+            self._dropped |= extra
+            log.warning(
+                "metrics.csv columns are fixed by its first row; not recording %s there",
+                ", ".join(sorted(extra)),
+            )
+        self._writer.writerow([env_frames] + [metrics.get(k, "") for k in self.columns[1:]])
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _hms(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def _si(n: float) -> str:
+    """12345678 -> '12.3M'."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return str(int(n))
+
+
+class _Progress:
+    """Frames, recent fps, last finite return and loss; printed as a plain line every
+    ``interval_s`` when ``plain`` (``frames=... fps=... return=... loss=...``), else silent."""
+
+    window_s = 30.0  # fps is measured over roughly this many recent seconds
+
+    def __init__(self, total: int, start: int, interval_s: float, name: str, plain: bool) -> None:
+        self.total, self.frames, self.interval_s, self.name = total, start, interval_s, name
+        self.plain = plain
+        self.ret: float | None = None
+        self.loss: float | None = None
+        self.t0 = time.monotonic()
+        self._window: deque[tuple[float, int]] = deque([(self.t0, start)], maxlen=4096)
+        self._last_print: float | None = None
+        self._pending = False
+
+    def update(self, frames: int, ret: float | None, loss: float | None) -> None:
+        now = time.monotonic()
+        self.frames = frames
+        self._window.append((now, frames))
+        while len(self._window) > 2 and now - self._window[0][0] > self.window_s:
+            self._window.popleft()
+        if ret is not None and math.isfinite(ret):
+            self.ret = ret
+        if loss is not None and math.isfinite(loss):
+            self.loss = loss
+        self._show(now)
+
+    def fps(self) -> float:
+        (t0, f0), (t1, f1) = self._window[0], self._window[-1]
+        return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def line(self) -> str:
+        fps = self.fps()
+        pct = f" ({100 * self.frames / self.total:.1f}%)" if self.total > 0 else ""
+        left = (self.total - self.frames) / fps if fps > 0 and self.total > 0 else None
+        return (
+            f"frames={self.frames}/{self.total}{pct} fps={fps:.0f} return={_fmt(self.ret)} "
+            f"loss={_fmt(self.loss)} elapsed={_hms(time.monotonic() - self.t0)} "
+            f"eta={'-' if left is None else _hms(left)}"
+        )
+
+    def _show(self, now: float) -> None:
+        if not self.plain:
+            return
+        if self._last_print is None or now - self._last_print >= self.interval_s:
+            self._last_print, self._pending = now, False
+            print(self.line(), flush=True)
+        else:
+            self._pending = True
+
+    def close(self) -> None:
+        if self._pending:  # the final state, if not printed yet
+            self._pending = False
+            print(self.line(), flush=True)
+
+
+class _RichProgress(_Progress):
+    """A rich progress bar; ``update`` only stores fields, rich's thread redraws at 2 Hz."""
+
+    def __init__(self, total: int, start: int, interval_s: float, name: str) -> None:
+        super().__init__(total, start, interval_s, name, plain=False)
+        from rich import progress as rp
+
+        self._bar = rp.Progress(
+            rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
+            rp.TextColumn("{task.fields[frames]} frames  {task.fields[fps]} fps"),
+            rp.TimeElapsedColumn(), rp.TextColumn("eta"), rp.TimeRemainingColumn(),
+            refresh_per_second=2,
+        )
+        self._task = self._bar.add_task(
+            "", total=total if total > 0 else None, completed=start, frames="", fps="-"
+        )
+        self._show(self.t0)
+        self._bar.start()
+
+    def _show(self, now: float) -> None:
+        self._bar.update(
+            self._task, completed=self.frames, description=f"{self.name} return {_fmt(self.ret)}",
+            frames=f"{_si(self.frames)}/{_si(self.total)}", fps=f"{self.fps():,.0f}",
+        )
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+def make_progress(mode: str, total: int, start: int, interval_s: float, name: str) -> _Progress:
+    """The progress display for ``mode``: auto (rich on a TTY), rich, plain or none."""
+    if mode == "auto":
+        try:
+            mode = "rich" if sys.stdout.isatty() else "plain"
+        except (AttributeError, ValueError):  # stdout replaced or closed
+            mode = "plain"
+    if mode == "rich":
+        return _RichProgress(total, start, interval_s, name)
+    return _Progress(total, start, interval_s, name, plain=mode == "plain")
+
+
+class RunLogger:
+    """Writes one training run's logs into ``run_dir``.
+
+    Files: ``metrics.csv`` (one row per ``log`` call, env_frames first), ``config.yaml``
+    (the resolved run config), ``git_rev.txt`` (code revision), ``tb/`` (TensorBoard
+    events), ``wandb/`` (W&B run files, unless disabled) and ``learning_curve.png`` (at
+    close). Resuming with ``start_frames`` > 0 keeps the CSV rows up to the checkpoint and
+    hides later TensorBoard events, so the curve continues where the checkpoint left it.
+    Pass the checkpointed ``wandb_id`` to continue the same W&B run.
+    """
+
+    return_key = "return_mean"
+    loss_keys = ("loss", "loss/total", "total_loss")
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        cfg: LoggerConfig,
+        config_dict: Mapping[str, Any],
+        total_frames: int,
+        start_frames: int = 0,
+        wandb_id: str | None = None,
+        run_name: str | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.total_frames = int(total_frames)
+        self.start_frames = int(start_frames)
+        self.run_name = run_name or self.run_dir.name
+        self.wandb_id = wandb_id or new_run_id()
+        self._closed = False
+        self._csv: _CsvLog | None = None
+        self._tb: Any = None
+        self._wandb: Any = None
+        self._progress: _Progress | None = None
+        config = _plain(config_dict)
+        try:
+            self._write_metadata(config)
+            if cfg.csv:
+                self._csv = _CsvLog(self.run_dir / "metrics.csv", self.start_frames)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step hides events logged after the checkpoint by a crashed attempt.
+                purge = self.start_frames + 1 if self.start_frames > 0 else None
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge, flush_secs=30)
+            if cfg.wandb_mode != "disabled":
+                self._wandb = self._init_wandb(config)
+            self._progress = make_progress(
+                cfg.progress, self.total_frames, self.start_frames, cfg.log_interval_s,
+                self.run_name,
+            )
+        except BaseException:
+            self.close(exit_code=1)  # release whatever was opened before the failure
+            raise
+
+    # ------------------------------------------------------------------ setup
+
+    def _write_metadata(self, config: Any) -> None:
+        import yaml
+
+        with open(self.run_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False, default_flow_style=False)
+        (self.run_dir / "git_rev.txt").write_text(git_revision() + "\n")
+
+    def _init_wandb(self, config: Any) -> Any:
+        try:
+            import wandb
+        except ImportError as e:
+            raise ConfigError(
+                f"logger.wandb_mode={self.cfg.wandb_mode} needs the wandb package "
+                "(pip install wandb), or set logger.wandb_mode=disabled"
+            ) from e
+        cfg = self.cfg
+        kwargs = dict(
+            project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.wandb_group,
+            tags=cfg.wandb_tags or None, name=self.run_name, id=self.wandb_id, resume="allow",
+            dir=str(self.run_dir),
+            config=config if isinstance(config, dict) else {"config": config},
+        )
+        if self.cfg.wandb_mode == "offline":
+            # wandb 0.31 sets up its usage telemetry (which posts to the W&B server) from the
+            # process-wide settings before reading init's mode, and wandb-core reports its
+            # own errors online: make both offline so an offline run never touches the network.
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+            wandb.setup(settings=wandb.Settings(mode="offline"))
+        try:
+            run = wandb.init(mode=self.cfg.wandb_mode, **kwargs)
+        except Exception as e:
+            if self.cfg.wandb_mode != "online":
+                raise
+            # A run should not die because the W&B server is unreachable.
+            log.warning("wandb online init failed (%s); logging offline, `wandb sync` later", e)
+            run = wandb.init(mode="offline", **kwargs)
+        run.define_metric("env_frames")
+        run.define_metric("*", step_metric="env_frames")
+        return run
+
+    # ------------------------------------------------------------------ logging
+
+    def log(self, env_frames: int, metrics: Mapping[str, Any]) -> None:
+        """Record ``metrics`` at ``env_frames`` in every enabled backend; update progress."""
+        if self._closed:
+            raise RuntimeError("RunLogger.log called after close()")
+        env_frames = int(env_frames)
+        values = {k: _as_float(k, v) for k, v in metrics.items() if k != "env_frames"}
+        if self._csv is not None:
+            self._csv.write(env_frames, values)
+        if self._tb is not None:
+            for key, value in values.items():
+                if math.isfinite(value):
+                    self._tb.add_scalar(key, value, global_step=env_frames)
+        if self._wandb is not None:
+            self._wandb.log({"env_frames": env_frames, **values})
+        loss = next((values[k] for k in self.loss_keys if k in values), None)
+        assert self._progress is not None
+        self._progress.update(env_frames, values.get(self.return_key), loss)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, exit_code: int = 0) -> None:
+        """Stop progress, flush files, write learning_curve.png, finish wandb. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        steps = [
+            ("progress", self._progress.close if self._progress is not None else None),
+            ("metrics.csv", self._csv.close if self._csv is not None else None),
+            ("tensorboard", self._tb.close if self._tb is not None else None),
+            ("learning curve", self._plot if self.cfg.plot else None),
+            ("wandb", (lambda: self._wandb.finish(exit_code=exit_code)) if self._wandb else None),
+        ]
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as e:  # one broken backend must not hide the others' data
+                log.warning("closing %s failed: %s", what, e)
+
+    def _plot(self) -> None:
+        columns = self._csv.columns if self._csv is not None else None
+        if not columns or self.return_key not in columns:
+            return
+        from rtrl_rl.plotting import plot_learning_curve
+
+        csv_path, png_path = self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png"
+        plot_learning_curve(csv_path, png_path, y=self.return_key, title=self.run_name)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(exit_code=0 if exc_type is None else 1)
+

@@ -1,0 +1,51 @@
+"""The unit of data between actors and the learner.
+
+A rollout holds ``T + 1`` entries per stream; entry ``t`` is what the actor saw and did at
+observation ``t``. Consecutive rollouts of a stream overlap by one entry: entry ``T`` of one
+is entry ``0`` of the next. The learner trains on transitions ``t -> t+1`` for ``t < T`` and
+bootstraps from entry ``T``; the core is unrolled over entries ``0..T-1`` from
+``core_state``, the actor's state *before* entry 0, so successive chunks tile time exactly
+(which is what makes RTRL's carried sensitivities line up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Rollout:
+    obs: torch.Tensor  # [T+1, B, *obs_shape], uint8 images or float32 vectors
+    reward: torch.Tensor  # [T+1, B] float32: the (raw) reward that came with obs[t]
+    first: torch.Tensor  # [T+1, B] bool: obs[t] starts an episode
+    prev_action: torch.Tensor  # [T+1, B] long: the action that led to obs[t]
+    action: torch.Tensor  # [T+1, B] long: the action taken at obs[t]
+    logits: torch.Tensor  # [T+1, B, A]: behaviour policy logits at obs[t]
+    core_state: torch.Tensor  # [B, D]: core state before obs[0]
+    stream_ids: torch.Tensor  # [B] long: which streams these are
+    policy_version: torch.Tensor  # [B] long: learner update count the actor acted with
+
+    @property
+    def unroll(self) -> int:
+        return self.obs.shape[0] - 1
+
+    @property
+    def batch(self) -> int:
+        return self.obs.shape[1]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Rollout:
+        return Rollout(**{
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            for f in fields(self)
+        })
+
+    @staticmethod
+    def cat(parts: list[Rollout]) -> Rollout:
+        """Concatenate rollouts along the stream axis."""
+        out = {}
+        for f in fields(Rollout):
+            dim = 0 if f.name in ("core_state", "stream_ids", "policy_version") else 1
+            out[f.name] = torch.cat([getattr(p, f.name) for p in parts], dim)
+        return Rollout(**out)

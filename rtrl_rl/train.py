@@ -1,0 +1,77 @@
+"""``rtrl-train`` (also ``python -m rtrl_rl.train``): the Hydra entry point.
+
+    rtrl-train                                   # the default job: delayed recall, eLSTM, RTRL
+    rtrl-train grad=bptt                         # the same with truncated BPTT
+    rtrl-train experiment=atari_r2ac env.game=breakout
+    rtrl-train -m grad=rtrl,bptt seed=0,1,2      # a local sweep, one run dir per job
+
+A config mistake (unknown key, bad value, unknown game) is reported as one line before any
+environment starts; for single runs this is checked before Hydra sets anything up.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rtrl_rl.errors import ConfigError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+log = logging.getLogger("rtrl_rl")
+
+
+def _fail(msg: str) -> None:
+    print(f"rtrl-train: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def precheck(overrides: list[str]) -> None:
+    """Compose and validate the config a single run would get; exit 2 with one line if bad."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rtrl_rl.config import validate
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=False)
+        cfg = dict(cfg)
+        cfg["run_dir"] = "precheck"  # ${hydra:...} is not available outside a hydra run
+        validate(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    except (HydraException, OmegaConfBaseException) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        _fail(" ".join(lines[:2]) if lines else type(e).__name__)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> float:
+    from rtrl_rl.config import validate
+    from rtrl_rl.runners.loop import train
+
+    try:
+        typed = validate(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    return train(typed)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if not multirun and not any(a.startswith("-") for a in args):
+        precheck([a for a in args if not a.startswith("hydra.")])
+    try:
+        hydra_main()
+    except ConfigError as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    main()
