@@ -177,6 +177,10 @@ def validate(cfg: DictConfig | dict) -> TrainConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from None
     assert isinstance(typed, TrainConfig)
+    if typed.grad.name in ("rtrl", "rtrl_reference") and typed.model.core == "lstm":
+        raise ConfigError(
+            f"grad={typed.grad.name} needs an element-wise recurrent core, not "
+            "model.core=lstm; cores that support it: elstm (any number of layers), none")
     validate_env_config(env)
     typed.env = env
     return typed

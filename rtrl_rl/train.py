@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rtrl_rl.errors import ConfigError
 
@@ -40,14 +40,15 @@ def precheck(overrides: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=False)
-        cfg = dict(cfg)
-        cfg["run_dir"] = "precheck"  # ${hydra:...} is not available outside a hydra run
+        OmegaConf.set_struct(cfg, False)
+        cfg.run_dir = "precheck"  # ${hydra:...} is not available outside a hydra run
         validate(cfg)
     except ConfigError as e:
         _fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        _fail(" ".join(lines[:2]) if lines else type(e).__name__)
+        lines = [ln for ln in lines[:12] if not ln.startswith(("Config search path", "provider="))]
+        _fail(" ".join(lines[:12]) if lines else type(e).__name__)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
@@ -56,10 +57,10 @@ def hydra_main(cfg: DictConfig) -> float:
     from rtrl_rl.runners.loop import train
 
     try:
-        typed = validate(cfg)
+        return train(validate(cfg))
     except ConfigError as e:
         _fail(str(e))
-    return train(typed)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ PROCGEN_GAMES = (
 PROCGEN_MODE_GAMES = {
     "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
     "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
-    "exploration": ("caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze", "ninja"),
+    "exploration": (
+        "caveflyer", "climber", "coinrun", "heist", "jumper", "leaper", "maze", "ninja",
+    ),
 }
 PROCGEN_MODES = ("easy", "hard", "extreme", "memory", "exploration")
 INT32_MAX = 2**31 - 1
@@ -173,7 +175,7 @@ class DelayedRecallConfig:
                      f"must be >= delay ({self.delay}), got {self.delay_max}")
 
 
-EnvConfig = Union[AtariConfig, ProcgenConfig, GymConfig, DelayedRecallConfig]
+EnvConfig = AtariConfig | ProcgenConfig | GymConfig | DelayedRecallConfig
 FAMILIES: dict[str, type] = {
     c.family: c for c in (AtariConfig, ProcgenConfig, GymConfig, DelayedRecallConfig)
 }
