@@ -130,6 +130,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    torch_threads: int = 0  # intra-op threads of the learner process (0 = torch's default)
     run_dir: str = "runs/default"
     name: str = ""
     resume: str = "false"  # false | true (this run_dir) | path to a run dir
@@ -142,6 +143,7 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         _check(self.checkpoint_interval_s > 0, "checkpoint_interval_s", "must be > 0")
         _check(self.max_updates >= 0, "max_updates", "must be >= 0")
+        _check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         d = self.device
         _check(d in ("auto", "cpu") or d.startswith("cuda"), "device",
                f"expected auto, cpu or cuda[:N], got '{d}'")

@@ -111,6 +111,8 @@ def train(cfg: TrainConfig) -> float:
     resume_from = resolve_resume(cfg)
     ckpt = load_checkpoint(resume_from, required=CHECKPOINT_KEYS) if resume_from else None
     seed_everything(cfg.seed)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
 
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)

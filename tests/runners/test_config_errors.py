@@ -1,0 +1,27 @@
+"""Bad configs fail fast, before any env starts, with one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.hidden_size=abc", "model.hidden_size"),
+    ("algo.lr=-1", "algo.lr"),
+    ("env.delay=-2", "env.delay"),
+    ("grad=rtlr", "grad/rtlr"),
+    ("model.core=lstm", "model.core=lstm"),
+    ("+bogus=1", "bogus"),
+    ("runner.kind=later", "runner.kind"),
+    ("model.stem=resnet", "model.stem"),
+])
+def test_bad_value_is_one_line_naming_the_key(override, needle):
+    out = subprocess.run([sys.executable, "-m", "rtrl_rl.train", override, "logger=none"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
