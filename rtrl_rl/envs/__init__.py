@@ -9,6 +9,11 @@ Families and their options (the fields of the dataclasses in ``config.py``):
 ``atari`` (AtariConfig), ``procgen`` (ProcgenConfig), ``gym`` (GymConfig) and the built-in
 memory task ``delayed_recall`` (DelayedRecallConfig). The supervised copy task lives in
 ``copy_task.py`` (not a ``VecEnv``).
+
+Optional extras beyond the protocol, looked up with ``getattr`` by the runners:
+``frames_per_step`` (Atari: the frameskip, so frame counters count emulator frames; 1 when
+absent) and ``state_dict`` / ``load_state_dict`` (delayed_recall, procgen: exact resume from a
+checkpoint; Atari and gymnasium envs restart their episodes on resume).
 """
 
 from __future__ import annotations

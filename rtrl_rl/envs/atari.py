@@ -62,6 +62,7 @@ class AtariEnv:
             num_actions=int(self._env.single_action_space.n),
             num_envs=num_envs,
         )
+        self.frames_per_step = cfg.frameskip  # runners count emulator frames (200M = 50M steps)
         self._tracker = EpisodeTracker(num_envs)
         self._lives = np.zeros(num_envs, dtype=np.int64)
 

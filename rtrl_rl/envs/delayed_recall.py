@@ -106,5 +106,27 @@ class DelayedRecallEnv:
             episode_return=ep_ret, episode_length=ep_len,
         )
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue the streams exactly (for checkpoints)."""
+        return {
+            "t": self._t.clone(), "cue": self._cue.clone(), "delay": self._delay.clone(),
+            "generator": self._gen.get_state(), "started": self._started,
+            "episode_return": self._tracker.ret.clone(),
+            "episode_length": self._tracker.len.clone(),
+            "seed": self._seeds.seed, "resets": self._seeds.resets,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["t"].shape) != (self.spec.num_envs,):
+            raise ValueError(f"state is for {state['t'].shape[0]} streams, "
+                             f"this env has {self.spec.num_envs}")
+        self._t, self._cue = state["t"].clone(), state["cue"].clone()
+        self._delay = state["delay"].clone()
+        self._gen.set_state(state["generator"])
+        self._started = bool(state["started"])
+        self._tracker.ret = state["episode_return"].clone()
+        self._tracker.len = state["episode_length"].clone()
+        self._seeds.seed, self._seeds.resets = int(state["seed"]), int(state["resets"])
+
     def close(self) -> None:
         pass

@@ -52,7 +52,8 @@ class ProcgenEnv:
             num_envs=num_envs,
         )
         self._tracker = EpisodeTracker(num_envs)
-        self._env = self._build(self._seeds.next())
+        self._built_seed = self._seeds.next()
+        self._env = self._build(self._built_seed)
         self._fresh = True  # built and not stepped: reset() need not rebuild
 
     def _build(self, rand_seed: int):
@@ -90,9 +91,12 @@ class ProcgenEnv:
     def reset(self, seed: int | None = None) -> TimeStep:
         """Start every stream on a new level: ``first = 1``, ``done = 0``. gym3 has no reset,
         so this rebuilds the backend (unless it was just built and never stepped)."""
-        if not self._fresh or seed is not None:
-            self._env.close()
-            self._env = self._build(self._seeds.next(seed))
+        if not (self._fresh and seed is None):
+            rand_seed = self._seeds.next(seed)
+            if not (self._fresh and rand_seed == self._built_seed):
+                self._env.close()
+                self._built_seed = rand_seed
+                self._env = self._build(rand_seed)
         self._fresh = False
         self._tracker.reset()
         obs, _, _ = self._observe()
@@ -119,6 +123,28 @@ class ProcgenEnv:
             obs=obs, reward=reward, first=first, done=first.clone(),
             episode_return=ep_ret, episode_length=ep_len,
         )
+
+    def state_dict(self) -> dict:
+        """The games' serialized states (levels, RNGs, positions) and episode counters."""
+        return {
+            "games": self._env.get_state(), "fresh": self._fresh,
+            "episode_return": self._tracker.ret.clone(),
+            "episode_length": self._tracker.len.clone(),
+            "seed": self._seeds.seed, "resets": self._seeds.resets,
+            "built_seed": self._built_seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where ``state`` was taken; the next ``step`` matches."""
+        if len(state["games"]) != self.spec.num_envs:
+            raise ValueError(f"state is for {len(state['games'])} streams, "
+                             f"this env has {self.spec.num_envs}")
+        self._env.set_state(state["games"])
+        self._fresh = bool(state["fresh"])
+        self._tracker.ret = state["episode_return"].clone()
+        self._tracker.len = state["episode_length"].clone()
+        self._seeds.seed, self._seeds.resets = int(state["seed"]), int(state["resets"])
+        self._built_seed = int(state["built_seed"])
 
     def close(self) -> None:
         self._env.close()  # frees the C env and joins its stepping threads; idempotent

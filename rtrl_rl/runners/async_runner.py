@@ -119,14 +119,14 @@ class AsyncRunner:
             w, gen, slot, episodes, version = msg
             if gen == self.generation[w]:
                 self.pending[w].append((slot, episodes, version))
-        parts, episodes = [], []
+        taken, episodes = [], []
         for w in range(self.num_workers):
             slot, eps, _ = self.pending[w].popleft()
-            parts.append(self.slots[w][slot])
+            taken.append(slot)
             episodes.extend(eps)
-        batch = Rollout.cat(parts)  # copies out of the slots
-        for w, part in enumerate(parts):
-            self.free[w].put(self.slots[w].index(part))
+        batch = Rollout.cat([self.slots[w][s] for w, s in enumerate(taken)])  # copies
+        for w, slot in enumerate(taken):
+            self.free[w].put(slot)
         return batch, episodes
 
     def after_update(self) -> None:
