@@ -8,6 +8,7 @@ one-line ``ConfigError`` naming the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,6 +17,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rtrl_rl.errors import ConfigError, unknown_name
 from rtrl_rl.logging import LoggerConfig
+
+
+def _scan_frames(delay: int, episodes: int = 125_000) -> int:
+    """Frame budget that gives every delay the same number of delayed-recall episodes."""
+    return int(episodes) * (int(delay) + 2)
+
+
+def _scan_forget_bias(delay: int) -> float:
+    """Forget-gate bias whose gate value keeps about e^-1 of the cell over ``delay`` steps."""
+    return round(max(3.0, math.log(max(int(delay), 1))), 2)
+
+
+for _name, _fn in (("scan_frames", _scan_frames), ("scan_forget_bias", _scan_forget_bias)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
