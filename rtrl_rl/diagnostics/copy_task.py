@@ -1,0 +1,272 @@
+"""Copy-task diagnostic (Irie et al., 2023): does the gradient method carry credit far enough?
+
+An eLSTM with a linear readout is trained, supervised, on ``B`` streams of back-to-back
+copy-task episodes (``rtrl_rl.envs.copy_task``): ``L`` random symbols, a delimiter, then ``L``
+recall steps whose targets are the symbols seen ``L + 1`` steps earlier. Training is online,
+as in RL: each update consumes the next chunk of ``M`` steps of every stream, the core state
+and the gradient module's carried state (RTRL sensitivities) flow from chunk to chunk, and
+both are reset inside the core wherever ``first`` marks an episode start. ``chunk=1`` updates
+every step. The only switch between methods is ``grad=rtrl | bptt | one_step``:
+
+- ``rtrl``: exact untruncated gradients however episodes straddle chunks;
+- ``bptt``: truncated at chunk boundaries, so a gap ``L + 1 >= M`` gets no recurrent credit;
+- ``one_step``: no credit through the recurrence at all.
+
+Accuracy is measured on fresh patterns (seeds disjoint from training): per-bit (recall
+tokens right) and whole-sequence (all ``L`` recall tokens of an episode right). The per-bit
+bar to beat is not chance (``1/V``) but ``majority_bit_acc``: answering every recall step
+with the pattern's most frequent symbol (about ``0.5 + 0.4/sqrt(L)`` for bits) needs only a
+slow counting unit, which even ``one_step`` learns when the forget bias is high enough;
+only order-aware memory goes beyond it.
+
+    python -m rtrl_rl.diagnostics.copy_task grad=rtrl pattern_length=50 chunk=10
+    rtrl-copy grad=bptt pattern_length=20 --json bptt.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rtrl_rl.diagnostics.copy_config import CopyConfig, parse_overrides, usage
+from rtrl_rl.envs.copy_task import CopyBatch, CopyTaskStream, copy_task_batch, copy_task_in_dim
+from rtrl_rl.errors import ConfigError
+from rtrl_rl.grad import TemporalGrad, make_grad
+from rtrl_rl.models.cells import Core, make_core
+
+#: Evaluation patterns come from these seed offsets, never from the training stream.
+PERIODIC_EVAL_SEED, FINAL_EVAL_SEED = 1_000_003, 2_000_003
+
+
+class CopyModel(nn.Module):
+    """eLSTM core ``[T, B, V + 2] -> [T, B, N]`` followed by a linear readout to ``V`` logits."""
+
+    def __init__(self, cfg: CopyConfig) -> None:
+        super().__init__()
+        in_dim = copy_task_in_dim(cfg.num_symbols)
+        self.core: Core = make_core("elstm", in_dim, cfg.hidden_size, cfg.layers,
+                                    cfg.forget_bias)
+        self.readout = nn.Linear(self.core.output_size, cfg.num_symbols)
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain forward (no carried gradient state): logits ``[T, B, V]``, state ``[B, D]``."""
+        h, state = self.core(x, state, first)
+        return self.readout(h), state
+
+
+def _to(batch: CopyBatch, device: torch.device) -> CopyBatch:
+    return CopyBatch(*(t.to(device) for t in (batch.inputs, batch.targets, batch.mask,
+                                              batch.first)))
+
+
+@torch.no_grad()
+def evaluate(model: CopyModel, cfg: CopyConfig, episodes: int, seed: int) -> dict[str, float]:
+    """Accuracy on ``episodes`` fresh aligned episodes from a zero state.
+
+    Returns ``bit_acc`` (fraction of recall tokens right), ``seq_acc`` (fraction of
+    episodes with all ``L`` recall tokens right) and ``majority_bit_acc``: the per-bit
+    accuracy of answering every recall step with the episode's most frequent symbol, which
+    needs only a counter, no order (a plateau that every method reaches, see the module doc).
+    """
+    device = next(model.parameters()).device
+    batch = _to(copy_task_batch(cfg.pattern_length, episodes, num_symbols=cfg.num_symbols,
+                                seed=seed), device)
+    state = model.core.initial_state(episodes, device=device)
+    logits, _ = model(batch.inputs, state, batch.first)  # [E, B, V]
+    right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # [E, B]
+    bits = ((logits.argmax(-1) == batch.targets) & batch.mask).sum() / batch.mask.sum()
+    counts = nn.functional.one_hot(batch.targets, cfg.num_symbols)  # [E, B, V]
+    counts = (counts * batch.mask.unsqueeze(-1)).sum(0)  # [B, V]
+    majority = counts.max(-1).values.sum() / batch.mask.sum()
+    return {"bit_acc": float(bits), "seq_acc": float(right.all(0).float().mean()),
+            "majority_bit_acc": float(majority)}
+
+
+class CopyTrainer:
+    """Online training state: model, gradient module, optimizer, streams and carried state.
+
+    ``update()`` consumes the next ``M = cfg.chunk`` steps of every stream: the gradient
+    module unrolls the core from the carried state ``[B, D]`` (RTRL also carries its
+    sensitivities), the masked cross-entropy over the chunk's recall tokens is
+    back-propagated and the optimizer steps. Chunks without recall tokens only advance the
+    state.
+    """
+
+    def __init__(self, cfg: CopyConfig) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.model = CopyModel(cfg).to(self.device)
+        self.grad: TemporalGrad = make_grad(cfg.grad, self.model.core, cfg.batch_size)
+        self.stream = CopyTaskStream(cfg.pattern_length, cfg.batch_size,
+                                     num_symbols=cfg.num_symbols, seed=cfg.seed,
+                                     stagger=cfg.stagger)
+        self.state = self.model.core.initial_state(cfg.batch_size, device=self.device)
+        params = self.model.parameters()
+        if cfg.optimizer == "adam":
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        elif cfg.optimizer == "rmsprop":
+            self.opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.99, eps=0.01)
+        else:
+            self.opt = torch.optim.SGD(params, lr=cfg.lr)
+        self.steps = 0  # env steps per stream consumed so far
+        self.updates = 0
+
+    def _set_lr(self) -> None:
+        if self.cfg.lr_decay:
+            frac = max(0.0, 1.0 - self.steps / self.cfg.total_steps)
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr * frac
+
+    def update(self, num_steps: int | None = None) -> dict[str, float]:
+        """One chunk (``num_steps``, default ``cfg.chunk``) and at most one optimizer step.
+
+        Returns the chunk's summed ``loss``, the number of ``correct`` recall predictions
+        and the number of recall tokens ``count`` (0 when nothing was learnt from).
+        """
+        m = num_steps or self.cfg.chunk
+        batch = _to(self.stream.next(m), self.device)
+        h, state = self.grad.unroll(batch.inputs, self.state, batch.first)  # [M, B, N]
+        self.state = state.detach()
+        self.steps += m
+        count = int(batch.mask.sum())
+        if count == 0:
+            return {"loss": 0.0, "correct": 0.0, "count": 0.0}
+        logits = self.model.readout(h[batch.mask])  # [K, V]
+        targets = batch.targets[batch.mask]
+        loss = nn.functional.cross_entropy(logits, targets)
+        self._set_lr()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.opt.step()
+        self.updates += 1
+        correct = float((logits.detach().argmax(-1) == targets).sum())
+        return {"loss": float(loss.detach()) * count, "correct": correct, "count": float(count)}
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def _print_progress(row: dict[str, Any]) -> None:
+    print(
+        f"[copy {row['grad']} L={row['pattern_length']}] step {row['step']:>8d} "
+        f"ep {row['episodes']:>7.1f}  loss {row['loss']:.4f}  train bit {row['train_bit_acc']:.3f}"
+        f"  eval bit {row['bit_acc']:.3f} seq {row['seq_acc']:.3f}  {row['elapsed_s']:.0f}s",
+        file=sys.stderr, flush=True,
+    )
+
+
+def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dict[str, Any]:
+    """Train for ``cfg.total_steps`` env steps per stream (or until ``stop_at``), evaluate.
+
+    Returns a JSON-ready dict: the config, ``bit_acc``/``seq_acc`` on fresh patterns
+    (``cfg.eval_episodes`` of them, a seed never used in training or for early stopping),
+    ``steps``/``episodes``/``updates`` actually trained, ``solved_at_step`` (first periodic
+    eval with whole-sequence accuracy >= ``stop_at``, or None) and ``wall_s``.
+    """
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    trainer = CopyTrainer(cfg)
+    if cfg.quiet:
+        progress = None
+    total, e = cfg.total_steps, cfg.episode_len
+    every = cfg.eval_every or max(cfg.chunk, math.ceil(total / 20))
+    next_eval = every
+    sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    history: list[dict[str, Any]] = []
+    solved_at = None
+    start = time.perf_counter()
+    while trainer.steps < total:
+        out = trainer.update(min(cfg.chunk, total - trainer.steps))
+        for k in sums:
+            sums[k] += out[k]
+        if trainer.steps >= next_eval or trainer.steps >= total:
+            next_eval += every
+            trainer.model.eval()
+            acc = evaluate(trainer.model, cfg, cfg.eval_episodes, PERIODIC_EVAL_SEED + cfg.seed)
+            trainer.model.train()
+            n = max(sums["count"], 1.0)
+            row = {"grad": cfg.grad, "pattern_length": cfg.pattern_length,
+                   "step": trainer.steps, "episodes": trainer.steps / e,
+                   "loss": sums["loss"] / n, "train_bit_acc": sums["correct"] / n, **acc,
+                   "elapsed_s": time.perf_counter() - start}
+            sums = dict.fromkeys(sums, 0.0)
+            history.append(row)
+            if progress is not None:
+                progress(row)
+            if cfg.stop_at > 0 and acc["seq_acc"] >= cfg.stop_at:
+                solved_at = trainer.steps
+                break
+    train_s = time.perf_counter() - start
+    final = evaluate(trainer.model, cfg, cfg.eval_episodes, FINAL_EVAL_SEED + cfg.seed)
+    return {
+        **final,
+        "grad": cfg.grad,
+        "pattern_length": cfg.pattern_length,
+        "steps": trainer.steps,
+        "episodes": trainer.steps / e,
+        "updates": trainer.updates,
+        "solved_at_step": solved_at,
+        "train_s": round(train_s, 2),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "chance_bit_acc": 1.0 / cfg.num_symbols,
+        "config": cfg.to_dict(),
+        "history": history,
+    }
+
+
+def _fail(msg: str) -> None:
+    print(f"rtrl-copy: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI body: ``key=value`` overrides, ``--json PATH`` to also write the result; exit 2
+    with one line on a bad option. The last stdout line is the result as JSON (without
+    history); the full result is returned."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(usage())
+        raise SystemExit(0)
+    json_path = None
+    if "--json" in args:
+        i = args.index("--json")
+        if i + 1 >= len(args):
+            _fail("--json needs a path")
+        json_path = args[i + 1]
+        del args[i : i + 2]
+    stray = [a for a in args if a.startswith("-")]
+    if stray:
+        _fail(f"unknown flag '{stray[0]}'; options are key=value (see --help)")
+    try:
+        cfg = parse_overrides(args)
+    except ConfigError as e:
+        _fail(str(e))
+        raise
+    result = train(cfg)
+    summary = {k: v for k, v in result.items() if k not in ("history", "config")}
+    print(json.dumps(summary), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    """Console-script entry (``rtrl-copy``)."""
+    run()
+
+
+if __name__ == "__main__":
+    main()
