@@ -124,7 +124,7 @@ class RunnerConfig:
     total_frames: int = 2_000_000
     num_workers: int = 2  # async: env worker processes
     inference: str = "learner"  # async: where the policy runs (learner | worker)
-    queue_size: int = 4  # async: rollout slots per worker
+    queue_size: int = 2  # async: rollout slots per worker (more = more policy lag)
 
     def __post_init__(self) -> None:
         _choice(self.kind, "runner.kind", ("sync", "async"))

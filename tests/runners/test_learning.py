@@ -1,7 +1,8 @@
 """Learning tests: untruncated credit across rollouts is real and it is what solves memory.
 
 Default run (CI): a short delayed-recall task whose cue arrives several rollouts before its
-reward (delay 8, unroll 3: the query is 3 rollouts after the cue). RTRL must solve it; BPTT,
+reward (delay 12, unroll 4: the query comes 3-4 rollouts after the cue). Measured on 2 cores:
+rtrl 0.96 and bptt -0.52 after 1.5M frames, about 100 s each. RTRL must solve it; BPTT,
 which cannot see past a rollout, must not. The async runner must solve it too.
 
 Slow (``-m slow``): the issue's bars on the default job (delay 30, unroll 10), sync within
@@ -17,8 +18,8 @@ import pytest
 from rtrl_rl.runners.loop import train
 from tests.runners.helpers import make_cfg
 
-SHORT = ["env.delay=8", "runner.unroll=3", "model.hidden_size=32", "runner.num_envs=32",
-         "runner.total_frames=1200000", "torch_threads=1", "seed=1"]
+SHORT = ["env.delay=12", "runner.unroll=4", "runner.num_envs=32", "runner.total_frames=1500000",
+         "torch_threads=1", "seed=1"]
 
 
 def test_rtrl_credits_a_cue_from_several_rollouts_back(tmp_path):
