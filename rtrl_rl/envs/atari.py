@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, check_actions
 from rtrl_rl.envs.config import AtariConfig
 from rtrl_rl.envs.seeding import SeedStream
 
@@ -72,21 +72,12 @@ class AtariEnv:
         self._check_order(info)
         self._lives = np.asarray(info["lives"], dtype=np.int64)
         self._tracker.reset()
-        b = self.spec.num_envs
-        return TimeStep(
-            obs=torch.from_numpy(np.array(obs, dtype=np.uint8)),
-            reward=torch.zeros(b, dtype=torch.float32),
-            first=torch.ones(b, dtype=torch.bool),
-            done=torch.zeros(b, dtype=torch.bool),
-            episode_return=torch.zeros(b, dtype=torch.float32),
-            episode_length=torch.zeros(b, dtype=torch.int64),
-        )
+        return TimeStep.at_reset(torch.from_numpy(np.array(obs, dtype=np.uint8)))
 
     def step(self, actions: torch.Tensor) -> TimeStep:
         """``actions``: int ``[B]``. Returns the next ``TimeStep`` (auto-reset, same step)."""
         b = self.spec.num_envs
-        if tuple(actions.shape) != (b,):
-            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        check_actions(actions, b)
         acts = actions.detach().to("cpu", torch.int64).numpy()
         obs, reward, terminated, truncated, info = self._env.step(acts)
         self._check_order(info)

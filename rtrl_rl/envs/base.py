@@ -57,6 +57,25 @@ class TimeStep:
     episode_return: torch.Tensor  # float32, valid where done
     episode_length: torch.Tensor  # int64, valid where done
 
+    @staticmethod
+    def at_reset(obs: torch.Tensor) -> TimeStep:
+        """The step ``reset`` returns: every stream starts an episode, none ended."""
+        b = obs.shape[0]
+        return TimeStep(
+            obs=obs,
+            reward=torch.zeros(b, dtype=torch.float32),
+            first=torch.ones(b, dtype=torch.bool),
+            done=torch.zeros(b, dtype=torch.bool),
+            episode_return=torch.zeros(b, dtype=torch.float32),
+            episode_length=torch.zeros(b, dtype=torch.int64),
+        )
+
+
+def check_actions(actions: torch.Tensor, num_envs: int) -> None:
+    """Raise if ``actions`` is not ``[B]``."""
+    if tuple(actions.shape) != (num_envs,):
+        raise ValueError(f"actions must have shape [{num_envs}], got {list(actions.shape)}")
+
 
 @runtime_checkable
 class VecEnv(Protocol):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, check_actions
 from rtrl_rl.envs.config import DelayedRecallConfig
 from rtrl_rl.envs.seeding import SeedStream
 
@@ -75,21 +75,12 @@ class DelayedRecallEnv:
         self._t.zero_()
         self._tracker.reset()
         self._started = True
-        b = self.spec.num_envs
-        return TimeStep(
-            obs=self._obs(),
-            reward=torch.zeros(b, dtype=torch.float32),
-            first=torch.ones(b, dtype=torch.bool),
-            done=torch.zeros(b, dtype=torch.bool),
-            episode_return=torch.zeros(b, dtype=torch.float32),
-            episode_length=torch.zeros(b, dtype=torch.int64),
-        )
+        return TimeStep.at_reset(self._obs())
 
     def step(self, actions: torch.Tensor) -> TimeStep:
         """``actions``: int ``[B]`` in ``[0, K)``. Returns the next ``TimeStep``."""
         b = self.spec.num_envs
-        if tuple(actions.shape) != (b,):
-            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        check_actions(actions, b)
         if not self._started:
             raise RuntimeError("call reset() before step()")
         actions = actions.detach().to("cpu", torch.int64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, check_actions
 from rtrl_rl.envs.config import GymConfig
 from rtrl_rl.envs.seeding import SeedStream
 from rtrl_rl.errors import ConfigError
@@ -84,21 +84,12 @@ class GymEnv:
         """All streams start new episodes: ``first = 1``, ``done = 0``."""
         obs, _ = self._env.reset(seed=self._seeds.next(seed))
         self._tracker.reset()
-        b = self.spec.num_envs
-        return TimeStep(
-            obs=self._encode(obs),
-            reward=torch.zeros(b, dtype=torch.float32),
-            first=torch.ones(b, dtype=torch.bool),
-            done=torch.zeros(b, dtype=torch.bool),
-            episode_return=torch.zeros(b, dtype=torch.float32),
-            episode_length=torch.zeros(b, dtype=torch.int64),
-        )
+        return TimeStep.at_reset(self._encode(obs))
 
     def step(self, actions: torch.Tensor) -> TimeStep:
         """``actions``: int ``[B]`` in ``[0, num_actions)``. Returns the next ``TimeStep``."""
         b = self.spec.num_envs
-        if tuple(actions.shape) != (b,):
-            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        check_actions(actions, b)
         acts = actions.detach().to("cpu", torch.int64).numpy() + self._act_start
         obs, reward, terminated, truncated, _ = self._env.step(acts)
         ended = torch.from_numpy(np.logical_or(terminated, truncated))

