@@ -144,7 +144,7 @@ def main() -> None:
                         run_row(m, b, t, n, i, args.device, reps))
                     progress.advance(task)
     rows = []
-    for (m, t, n), rs in runs.items():
+    for rs in runs.values():
         row = dict(rs[0])
         row["ms_per_update"] = round(statistics.median(r["ms_per_update"] for r in rs), 2)
         row["peak_mb"] = round(statistics.median(r["peak_mb"] for r in rs), 1)

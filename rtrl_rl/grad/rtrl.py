@@ -57,11 +57,6 @@ class _Injection(torch.autograd.Function):
         return g_mat, g_vec, None, None
 
 
-def reverse_cumprod(g: torch.Tensor) -> torch.Tensor:
-    """``out[j] = prod_{r >= j} g[r]`` along dim 0 (no division, so zeros are fine)."""
-    return torch.flip(torch.cumprod(torch.flip(g, (0,)), 0), (0,))
-
-
 def propagate_sensitivities(
     terms: ElementwiseTerms,
     x: torch.Tensor,

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
+from rtrl_rl.algos.learner import Learner
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
-from rtrl_rl.algos.learner import Learner
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.runners.async_runner import AsyncRunner
 from tests.runners.helpers import make_cfg
