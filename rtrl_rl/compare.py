@@ -176,10 +176,18 @@ def iqm_with_ci(finals: dict[str, np.ndarray], reps: int, seed: int = 0) -> dict
         if len(scores) < 2:
             out[label] = (point, point, point)
         elif library is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # arch: random_state is deprecated
-                _, ci = library.get_interval_estimates(
-                    {label: scores}, iqm, reps=reps, random_state=np.random.RandomState(seed))
+            # arch deprecates random_state and may draw from NumPy's global generator:
+            # seed that too (and restore it) so that the intervals are reproducible.
+            saved = np.random.get_state()
+            np.random.seed(seed)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _, ci = library.get_interval_estimates(
+                        {label: scores}, iqm, reps=reps,
+                        random_state=np.random.RandomState(seed))
+            finally:
+                np.random.set_state(saved)
             out[label] = (point, float(ci[label][0, 0]), float(ci[label][1, 0]))
         else:
             idx = np.random.default_rng(seed).integers(0, len(scores), (reps, len(scores)))
