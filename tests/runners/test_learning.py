@@ -1,8 +1,10 @@
 """Learning tests: untruncated credit across rollouts is real and it is what solves memory.
 
 Default run (CI): a short delayed-recall task whose cue arrives several rollouts before its
-reward (delay 12, unroll 4: the query comes 3-4 rollouts after the cue). Measured on 2 cores:
-rtrl 0.96 and bptt -0.52 after 1.5M frames, about 100 s each. RTRL must solve it; BPTT,
+reward (delay 12, unroll 4: the query comes 3-4 rollouts after the cue), two cues, so chance
+is 0 and one seed's return over 100 episodes has a standard error of 0.1. Measured on 2
+cores after 1.5M frames (about 100 s each): rtrl 1.0 (solved by 0.7M frames; with four
+cues seeds 1/2 gave 0.36/1.0, too fragile for CI), bptt between 0.0 and 0.22 throughout. RTRL must solve it; BPTT,
 which cannot see past a rollout, must not. The async runner must solve it too.
 
 Slow (``-m slow``): the issue's bars on the default job (delay 30, unroll 10), sync within
@@ -18,8 +20,8 @@ import pytest
 from rtrl_rl.runners.loop import train
 from tests.runners.helpers import make_cfg
 
-SHORT = ["env.delay=12", "runner.unroll=4", "runner.num_envs=32", "runner.total_frames=1500000",
-         "torch_threads=1", "seed=1"]
+SHORT = ["env.delay=12", "env.num_cues=2", "runner.unroll=4", "runner.num_envs=32",
+         "runner.total_frames=1500000", "torch_threads=1", "seed=1"]
 
 
 def test_rtrl_credits_a_cue_from_several_rollouts_back(tmp_path):
@@ -27,7 +29,7 @@ def test_rtrl_credits_a_cue_from_several_rollouts_back(tmp_path):
 
 
 def test_bptt_cannot_see_past_its_rollout(tmp_path):
-    assert train(make_cfg(tmp_path / "bptt", *SHORT, "grad=bptt")) <= -0.2
+    assert train(make_cfg(tmp_path / "bptt", *SHORT, "grad=bptt")) <= 0.4
 
 
 def test_async_runner_solves_the_short_task(tmp_path):
