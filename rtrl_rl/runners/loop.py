@@ -157,7 +157,8 @@ def train(cfg: TrainConfig) -> float:
         }
         return save_checkpoint(ckpt_dir, state, learner.updates, keep=cfg.keep_checkpoints)
 
-    t_start, frames_start = time.time(), frames
+    # fps excludes the first update of this process (worker start-up, allocator warm-up).
+    t_start, frames_start, warm = time.time(), frames, None
     last_ckpt = time.time()
     interrupted = None
     try:
@@ -170,13 +171,16 @@ def train(cfg: TrainConfig) -> float:
                 metrics = learner.update(rollout.to(device))
                 runner.after_update()
                 frames += rollout.unroll * rollout.batch * frames_per_step
+                if warm is None:
+                    warm = (time.time(), frames)
                 if learner.updates % log_every == 0 or learner.updates == total_updates:
-                    elapsed = max(time.time() - t_start, 1e-9)
+                    t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
+                    elapsed = max(time.time() - t0, 1e-9)
                     metrics.update({
                         "return_mean": float(np.mean(returns)) if returns else float("nan"),
                         "episode_length": float(np.mean(lengths)) if lengths else float("nan"),
                         "episodes": len(returns),
-                        "fps": (frames - frames_start) / elapsed,
+                        "fps": (frames - f0) / elapsed,
                         "updates": learner.updates,
                     })
                     metrics.update(getattr(runner, "metrics", lambda: {})())
