@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from rtrl_rl.checkpoint import latest_checkpoint, load_checkpoint
@@ -38,15 +39,19 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert frames == sorted(frames, key=int) and len(frames) == len(set(frames)) == 12
 
 
-def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
+@pytest.mark.parametrize("runner", ["sync", "async"])
+def test_sigterm_saves_a_loadable_checkpoint(tmp_path, runner):
     cmd = [sys.executable, "-m", "rtrl_rl.train", f"run_dir={tmp_path}", "logger=none",
-           "runner.total_frames=100000000", "env.delay=5"]
+           "runner.total_frames=100000000", "env.delay=5", f"runner={runner}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 120
     csv = tmp_path / "metrics.csv"
     while time.time() < deadline and not (csv.exists() and len(csv.read_text().splitlines()) > 2):
         time.sleep(0.5)
+    children = _children(proc.pid)
+    if runner == "async":
+        assert len(children) >= 2, children  # the env workers
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, out.decode()[-2000:]
@@ -54,3 +59,35 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
                            required=("agent", "learner", "grad", "counters"))
     assert ckpt["learner"]["updates"] >= 2
     assert ckpt["counters"]["frames"] > 0
+    time.sleep(1)
+    assert not [p for p in children if _running(p)], "worker processes outlived the run"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_async_resume_continues_the_run(tmp_path):
+    over = [*BASE, "runner=async", "runner.num_workers=2"]
+    train(make_cfg(tmp_path, *over, "max_updates=4"))
+    train(make_cfg(tmp_path, *over, "max_updates=8", "resume=true"))
+    ckpt = final_agent(tmp_path)
+    assert ckpt["learner"]["updates"] == 8
+    frames = [int(r.split(",")[0]) for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    assert frames == sorted(frames) and len(frames) == len(set(frames))
