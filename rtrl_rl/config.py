@@ -25,8 +25,10 @@ def _scan_frames(delay: int, episodes: int = 125_000) -> int:
 
 
 def _scan_forget_bias(delay: int) -> float:
-    """Forget-gate bias whose gate value keeps about e^-1 of the cell over ``delay`` steps."""
-    return round(max(3.0, math.log(max(int(delay), 1))), 2)
+    """The default job's tuned 3.0 up to a delay of 30; beyond, ``ln(delay)``, whose gate
+    keeps about e^-1 of the cell over ``delay`` steps at initialization."""
+    delay = int(delay)
+    return 3.0 if delay <= 30 else round(math.log(delay), 2)
 
 
 for _name, _fn in (("scan_frames", _scan_frames), ("scan_forget_bias", _scan_forget_bias)):
