@@ -38,23 +38,23 @@ class _Injection(torch.autograd.Function):
     """Returns zeros ``[B, N]``; its backward sends ``S^T g`` to the parameters.
 
     This is ``<S, theta - sg(theta)>`` without computing a product whose value is known to
-    be zero. Inputs: mats ``[M, N, I]``, vecs ``[V, N]``, s_mat ``[B, M, N, I]``,
-    s_vec ``[B, V, N]``.
+    be zero. Inputs: s_mat ``[B, M, N, I]``, s_vec ``[B, V, N]``, then the M ``[N, I]``
+    matrices and the V ``[N]`` vectors themselves (passed separately: no stacking copies).
     """
 
     @staticmethod
-    def forward(ctx, mats, vecs, s_mat, s_vec):  # type: ignore[override]
+    def forward(ctx, s_mat, s_vec, *params):  # type: ignore[override]
         ctx.save_for_backward(s_mat, s_vec)
         return s_vec.new_zeros(s_vec.shape[0], s_vec.shape[2])
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
-        # sum_b g[b, n] * S[b, m, n, i]. A fused multiply-reduce over the contiguous layout
+        # sum_b g[b, n] * S[b, j, n, i]: a fused multiply-reduce over the contiguous layout
         # measured 4x faster on CPU than a bmm that needs S transposed first.
-        g_mat = (s_mat * g[:, None, :, None]).sum(0)
+        g_mat = [(s_mat[:, j] * g[:, :, None]).sum(0) for j in range(s_mat.shape[1])]
         g_vec = (s_vec * g[:, None, :]).sum(0)
-        return g_mat, g_vec, None, None
+        return (None, None, *g_mat, *g_vec.unbind(0))
 
 
 def propagate_sensitivities(
@@ -164,11 +164,7 @@ class RTRL(TemporalGrad):
             s_mat = self._s_mat[k] if ids is None else self._s_mat[k][ids]
             s_vec = self._s_vec[k] if ids is None else self._s_vec[k][ids]
             inject = _Injection.apply(
-                torch.stack([params[p] for p in mats]),
-                torch.stack([params[p] for p in vecs]),
-                s_mat,
-                s_vec,
-            )
+                s_mat, s_vec, *(params[p] for p in mats), *(params[p] for p in vecs))
             h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
             assert terms is not None and list(terms.matrix) == mats
             assert list(terms.vector) == vecs
