@@ -44,11 +44,11 @@ def evaluate(ckpt_path: Path, episodes: int, split: str, num_envs: int, greedy: 
     from rtrl_rl.config import validate
     from rtrl_rl.envs import make_env
     from rtrl_rl.models.agent import Agent
+    from rtrl_rl.runners.loop import resolve_device
 
     ckpt = load_checkpoint(ckpt_path, required=("agent", "config"))
     cfg = validate(ckpt["config"])
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     env = make_env(cfg.env, num_envs, seed, split=split)
     if video is not None and not env.spec.is_image:
         raise ConfigError("--video needs image observations; this env's are vectors")

@@ -126,9 +126,10 @@ class RTRL(TemporalGrad):
             self.description = "exact untruncated RTRL (chunked form)"
         self._s_mat: list[torch.Tensor] = []
         self._s_vec: list[torch.Tensor] = []
-        # Spare sensitivity buffers: the end-of-chunk update writes into these (no fresh
-        # 10+ MB allocation per update) while the current ones stay intact for backward.
-        self._spare_mat: list[torch.Tensor | None] = []
+        # Per layer, the previous chunk's starting sensitivities: its backward has run by
+        # the next unroll, so the end-of-chunk update writes into them (no fresh 10+ MB
+        # allocation per update) while the current ones stay intact for this backward.
+        self._spare: dict[int, torch.Tensor] = {}
 
     def _layout(self, layer) -> tuple[list[str], list[str]]:
         params = layer.recurrent_params()
@@ -141,6 +142,7 @@ class RTRL(TemporalGrad):
             self._s_mat[0].dtype == like.dtype
         ):
             return
+        self._spare.clear()
         if self._s_mat:  # moved device/dtype: keep values
             self._s_mat = [s.to(like) for s in self._s_mat]
             self._s_vec = [s.to(like) for s in self._s_vec]
@@ -176,35 +178,32 @@ class RTRL(TemporalGrad):
 
     def _advance(self, jobs, first, ids) -> None:
         for k, terms, x_k, s_mat, s_vec in jobs:
-            out = None
-            if ids is None and len(self._spare_mat) > k:
-                out = self._spare_mat[k]
+            out = self._spare.get(k) if ids is None else None
             new_mat, new_vec = propagate_sensitivities(terms, x_k, first, s_mat, s_vec, out)
             if ids is None:
-                while len(self._spare_mat) <= k:
-                    self._spare_mat.append(None)
-                self._spare_mat[k] = self._s_mat[k]
+                self._spare[k] = self._s_mat[k]
                 self._s_mat[k], self._s_vec[k] = new_mat, new_vec
             else:
                 self._s_mat[k] = self._s_mat[k].index_copy(0, ids, new_mat)
                 self._s_vec[k] = self._s_vec[k].index_copy(0, ids, new_vec)
 
     def sensitivities(self) -> list[dict[str, torch.Tensor]]:
-        """Per layer: name -> carried sensitivity (``[S, N, I]`` or ``[S, N]``)."""
+        """Per layer: name -> a copy of the carried sensitivity (``[S, N, I]`` or ``[S, N]``);
+        copies, because the buffers are recycled by later chunks."""
         result = []
         for k, layer in enumerate(self.layers):
             mats, vecs = self._layout(layer)
-            d = {p: self._s_mat[k][:, j] for j, p in enumerate(mats)} if self._s_mat else {}
+            d = {p: self._s_mat[k][:, j].clone() for j, p in enumerate(mats)} if self._s_mat else {}
             if self._s_vec:
-                d.update({p: self._s_vec[k][:, j] for j, p in enumerate(vecs)})
+                d.update({p: self._s_vec[k][:, j].clone() for j, p in enumerate(vecs)})
             result.append(d)
         return result
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}
         for k in range(len(self._s_mat)):
-            out[f"layer{k}.s_mat"] = self._s_mat[k]
-            out[f"layer{k}.s_vec"] = self._s_vec[k]
+            out[f"layer{k}.s_mat"] = self._s_mat[k].clone()  # the buffer is recycled later
+            out[f"layer{k}.s_vec"] = self._s_vec[k].clone()
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -214,6 +213,7 @@ class RTRL(TemporalGrad):
             raise ValueError(
                 f"RTRL state has keys {sorted(state)}, expected {sorted(expected)}"
             )
+        self._spare.clear()
         self._s_mat = [state[f"layer{k}.s_mat"].clone() for k in range(n)] if state else []
         self._s_vec = [state[f"layer{k}.s_vec"].clone() for k in range(n)] if state else []
 

@@ -12,6 +12,7 @@ How gradients cross time steps is not decided here: ``rtrl_rl.grad`` drives the 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -136,7 +137,7 @@ class ELSTMLayer(nn.Module):
         )
 
 
-class Core(nn.Module):
+class Core(nn.Module, ABC):
     """Base class. ``state_size`` D of the flat state, ``output_size`` H of ``h``."""
 
     state_size: int
@@ -150,6 +151,7 @@ class Core(nn.Module):
     ) -> torch.Tensor:
         return torch.zeros(batch, self.state_size, device=device, dtype=dtype)
 
+    @abstractmethod
     def forward(
         self,
         x: torch.Tensor,
@@ -157,7 +159,8 @@ class Core(nn.Module):
         first: torch.Tensor,
         detach_every_step: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """x ``[T, B, I]``, state ``[B, D]``, first ``[T, B]`` -> h ``[T, B, H]``, state after
+        ``x[T-1]``. ``detach_every_step`` cuts the recurrence from the graph at every step."""
 
 
 class ELSTM(Core):

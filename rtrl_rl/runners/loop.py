@@ -119,10 +119,10 @@ def train(cfg: TrainConfig) -> float:
     grad = make_grad(cfg.grad.name, agent.core, cfg.runner.num_envs)
     frames_per_step = int(getattr(env, "frames_per_step", 1))
     frames_per_update = cfg.runner.unroll * cfg.runner.num_envs * frames_per_step
-    total_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
-    if cfg.max_updates:
-        total_updates = min(total_updates, cfg.max_updates)
-    learner = Learner(agent, grad, cfg.algo, math.ceil(cfg.runner.total_frames / frames_per_update))
+    # The LR schedule spans the frame budget; max_updates only stops the run earlier.
+    schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
+    total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
+    learner = Learner(agent, grad, cfg.algo, schedule_updates)
     runner = make_runner(cfg, agent, device, env)
 
     frames, wandb_id = 0, None

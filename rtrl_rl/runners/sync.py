@@ -22,7 +22,6 @@ class SyncRunner:
         init = agent.core.initial_state(b, dtype=dtype)
         self.actor = Actor(self.env, self._policy, init, self.env.spec.num_actions,
                            runner_cfg.unroll)
-        self.frames_per_step = int(getattr(self.env, "frames_per_step", 1))
         self.started = False
 
     def _policy(self, obs, reward, prev_action, first, state):
