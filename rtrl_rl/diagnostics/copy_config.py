@@ -27,6 +27,7 @@ class CopyConfig:
 
     grad: str = "rtrl"  # rtrl | bptt | one_step: the only thing rtrl-vs-bptt runs change
     pattern_length: int = 10  # L; one episode is E = 2L + 1 steps
+    min_length: int = 0  # > 0: each pattern's length is uniform in [min_length, L]; 0 = fixed L
     num_symbols: int = 2  # V; 2 = bits
     hidden_size: int = 128  # N, eLSTM cells
     layers: int = 1  # > 1: stacked eLSTM (RTRL is then per-layer, approximate)
@@ -55,8 +56,10 @@ class CopyConfig:
         for key in ("pattern_length", "hidden_size", "layers", "chunk", "batch_size",
                     "eval_episodes"):
             _check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("episodes", "steps", "eval_every", "threads"):
+        for key in ("min_length", "episodes", "steps", "eval_every", "threads"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        _check(self.min_length <= self.pattern_length, "min_length",
+               f"must be <= pattern_length={self.pattern_length}, got {self.min_length}")
         _check(self.num_symbols >= 2, "num_symbols", f"must be >= 2, got {self.num_symbols}")
         _check(self.lr >= 0, "lr", f"must be >= 0, got {self.lr}")
         _check(self.clip >= 0, "clip", f"must be >= 0 (0 = off), got {self.clip}")
@@ -64,14 +67,20 @@ class CopyConfig:
         _check(self.total_steps >= 1, "episodes", "the budget is empty (episodes=0, steps=0)")
 
     @property
-    def episode_len(self) -> int:
-        """E = 2L + 1: the pattern, the delimiter, the recall."""
-        return 2 * self.pattern_length + 1
+    def shortest(self) -> int:
+        """The shortest pattern length drawn (``pattern_length`` when lengths are fixed)."""
+        return self.min_length or self.pattern_length
+
+    @property
+    def episode_len(self) -> float:
+        """Mean steps per episode: 2n + 1 (pattern, delimiter, recall), n averaged over the
+        pattern lengths drawn; ``2L + 1`` for fixed lengths."""
+        return self.shortest + self.pattern_length + 1
 
     @property
     def total_steps(self) -> int:
         """Training budget in env steps per stream."""
-        return self.steps if self.steps > 0 else self.episodes * self.episode_len
+        return self.steps if self.steps > 0 else round(self.episodes * self.episode_len)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

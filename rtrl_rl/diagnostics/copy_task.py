@@ -74,13 +74,26 @@ def evaluate(model: CopyModel, cfg: CopyConfig, episodes: int, seed: int) -> dic
     """Accuracy on ``episodes`` fresh aligned episodes from a zero state.
 
     Returns ``bit_acc`` (fraction of recall tokens right), ``seq_acc`` (fraction of
-    episodes with all ``L`` recall tokens right) and ``majority_bit_acc``: the per-bit
-    accuracy of answering every recall step with the episode's most frequent symbol, which
-    needs only a counter, no order (a plateau that every method reaches, see the module doc).
+    episodes with all recall tokens right) and ``majority_bit_acc``: the per-bit accuracy of
+    answering every recall step with the episode's most frequent symbol, which needs only a
+    counter, no order (a plateau that every method reaches, see the module doc). The
+    episodes' lengths follow the training distribution; when it varies
+    (``min_length > 0``), ``bit_acc_at_L`` and ``seq_acc_at_L`` are added: the same on
+    patterns of exactly the longest length ``L``.
     """
+    out = _accuracy(model, cfg, episodes, seed, cfg.min_length or None)
+    if cfg.min_length and cfg.min_length < cfg.pattern_length:
+        at_l = _accuracy(model, cfg, episodes, seed + 1, None)
+        out.update(bit_acc_at_L=at_l["bit_acc"], seq_acc_at_L=at_l["seq_acc"])
+    return out
+
+
+def _accuracy(
+    model: CopyModel, cfg: CopyConfig, episodes: int, seed: int, min_length: int | None
+) -> dict[str, float]:
     device = next(model.parameters()).device
     batch = _to(copy_task_batch(cfg.pattern_length, episodes, num_symbols=cfg.num_symbols,
-                                seed=seed), device)
+                                seed=seed, min_length=min_length), device)
     state = model.core.initial_state(episodes, device=device)
     logits, _ = model(batch.inputs, state, batch.first)  # [E, B, V]
     right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # [E, B]
@@ -110,7 +123,7 @@ class CopyTrainer:
         self.grad: TemporalGrad = make_grad(cfg.grad, self.model.core, cfg.batch_size)
         self.stream = CopyTaskStream(cfg.pattern_length, cfg.batch_size,
                                      num_symbols=cfg.num_symbols, seed=cfg.seed,
-                                     stagger=cfg.stagger)
+                                     stagger=cfg.stagger, min_length=cfg.min_length or None)
         self.state = self.model.core.initial_state(cfg.batch_size, device=self.device)
         params = self.model.parameters()
         if cfg.optimizer == "adam":
@@ -163,7 +176,10 @@ def _print_progress(row: dict[str, Any]) -> None:
     print(
         f"[copy {row['grad']} L={row['pattern_length']}] step {row['step']:>8d} "
         f"ep {row['episodes']:>7.1f}  loss {row['loss']:.4f}  train bit {row['train_bit_acc']:.3f}"
-        f"  eval bit {row['bit_acc']:.3f} seq {row['seq_acc']:.3f}  {row['elapsed_s']:.0f}s",
+        f"  eval bit {row['bit_acc']:.3f} seq {row['seq_acc']:.3f}"
+        + (f" (at L: bit {row['bit_acc_at_L']:.3f} seq {row['seq_acc_at_L']:.3f})"
+           if "seq_acc_at_L" in row else "")
+        + f"  {row['elapsed_s']:.0f}s",
         file=sys.stderr, flush=True,
     )
 

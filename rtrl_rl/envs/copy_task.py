@@ -17,8 +17,8 @@ recall step, the symbol it saw ``L + 1`` steps earlier.
 back-to-back episodes per stream for online training, chunk by chunk, with ``first`` marking
 episode starts (the recurrent state is reset there); with ``stagger=True`` each stream starts
 at a random phase, and the recall targets of that first, partly unseen episode are masked out.
-All randomness comes from one seeded ``torch.Generator``: a stream is a deterministic function
-of its seed and the sequence of chunk sizes requested.
+With ``min_length`` below ``length`` each episode draws its pattern length uniformly from
+``[min_length, length]``: the reference paper's copy task ("level 50") uses lengths 1..50.
 """
 
 from __future__ import annotations
@@ -45,7 +45,13 @@ def copy_task_in_dim(num_symbols: int = 2) -> int:
 
 
 class CopyTaskStream:
-    """``B`` independent streams of back-to-back copy-task episodes (see the module doc)."""
+    """``B`` independent streams of back-to-back copy-task episodes (see the module doc).
+
+    Each stream draws its episodes from its own generator (seeded by ``seed`` and the stream
+    index), so a stream's content does not depend on how it is cut into chunks. With
+    ``min_length < length`` every episode draws its pattern length uniformly from
+    ``[min_length, length]`` (the reference paper's protocol uses ``min_length = 1``).
+    """
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class CopyTaskStream:
         num_symbols: int = 2,
         seed: int = 0,
         stagger: bool = False,
+        min_length: int | None = None,
     ) -> None:
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
@@ -62,65 +69,94 @@ class CopyTaskStream:
             raise ValueError(f"num_symbols must be >= 2, got {num_symbols}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.length = length
+        min_length = length if min_length is None else min_length
+        if not 1 <= min_length <= length:
+            raise ValueError(f"min_length must be in [1, {length}], got {min_length}")
+        self.length, self.min_length = length, min_length
         self.batch_size = batch_size
         self.num_symbols = num_symbols
-        self.episode_len = 2 * length + 1
+        self.episode_len = 2 * length + 1  # the longest episode
         self.in_dim = copy_task_in_dim(num_symbols)
-        self._gen = torch.Generator().manual_seed(int(seed))
-        b = batch_size
-        if stagger:
-            self._phase = torch.randint(self.episode_len, (b,), generator=self._gen)
-        else:
-            self._phase = torch.zeros(b, dtype=torch.int64)
-        self._valid = self._phase == 0  # the current episode was seen from its start
-        self._pattern = self._patterns(1)[:, 0]  # [B, L]: the current episode's pattern
+        self._gens = [torch.Generator().manual_seed(int(seed) * 100_003 + b)
+                      for b in range(batch_size)]
+        # Per stream: the steps not yet handed out, int64 [K, 4] (token, target, mask, first).
+        self._bufs = [self._episode(b) for b in range(batch_size)]
+        if stagger:  # start each stream at a random phase of its first episode
+            phase_gen = torch.Generator().manual_seed(int(seed))
+            for b, buf in enumerate(self._bufs):
+                phase = int(torch.randint(len(buf), (1,), generator=phase_gen))
+                if phase > 0:
+                    buf = buf[phase:].clone()
+                    buf[:, 2] = 0  # the pattern was (partly) unseen: nothing to learn from
+                self._bufs[b] = buf
         self._stream_start = True
 
-    def _patterns(self, n: int) -> torch.Tensor:
-        """``n`` fresh patterns per stream: int64 ``[B, n, L]``."""
-        shape = (self.batch_size, n, self.length)
-        return torch.randint(self.num_symbols, shape, generator=self._gen)
+    def _episode(self, b: int) -> torch.Tensor:
+        """One episode of stream ``b``: int64 ``[E, 4]`` rows (token, target, mask, first)."""
+        gen, V = self._gens[b], self.num_symbols
+        n = self.length
+        if self.min_length < self.length:
+            n = int(torch.randint(self.min_length, self.length + 1, (1,), generator=gen))
+        pattern = torch.randint(V, (n,), generator=gen)
+        steps = torch.zeros(2 * n + 1, 4, dtype=torch.int64)
+        steps[:n, 0] = pattern
+        steps[n, 0] = V
+        steps[n + 1:, 0] = V + 1
+        steps[n + 1:, 1] = pattern
+        steps[n + 1:, 2] = 1
+        steps[0, 3] = 1
+        return steps
 
     def next(self, num_steps: int) -> CopyBatch:
         """The next ``num_steps`` steps of every stream."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        b, L, E, V = self.batch_size, self.length, self.episode_len, self.num_symbols
-        pos = self._phase.unsqueeze(1) + torch.arange(num_steps + 1)  # [B, T + 1]
-        ep = pos // E  # 0 = the episode in progress
-        ph = pos % E
-        # Column T is the step after this chunk: its pattern is carried to the next call.
-        n_new = int(ep[:, -1].max())
-        patterns = torch.cat([self._pattern.unsqueeze(1), self._patterns(n_new)], dim=1)
-        rows = torch.arange(b).unsqueeze(1)
-        slot = torch.where(ph < L, ph, (ph - L - 1).clamp(min=0))
-        sym = patterns[rows, ep, slot]  # [B, T + 1]
-
-        self._pattern = patterns[torch.arange(b), ep[:, -1]]
-        valid_ep = (ep > 0) | self._valid.unsqueeze(1)
-        self._valid = valid_ep[:, -1]
-        self._phase = ph[:, -1]
-        ep, ph, sym, valid_ep = ep[:, :-1], ph[:, :-1], sym[:, :-1], valid_ep[:, :-1]
-
-        token = torch.where(ph < L, sym, torch.where(ph == L, V, V + 1))
-        recall = ph > L
-        first = ph == 0
+        cols = []
+        for b in range(self.batch_size):
+            buf = self._bufs[b]
+            if len(buf) < num_steps:
+                parts = [buf]
+                have = len(buf)
+                while have < num_steps:
+                    parts.append(self._episode(b))
+                    have += len(parts[-1])
+                buf = torch.cat(parts)
+            cols.append(buf[:num_steps])
+            self._bufs[b] = buf[num_steps:]
+        steps = torch.stack(cols, dim=1)  # [T, B, 4]
+        first = steps[..., 3].bool()
         if self._stream_start:
-            first[:, 0] = True
+            first[0] = True
             self._stream_start = False
-        inputs = torch.nn.functional.one_hot(token, self.in_dim).to(torch.float32)
         return CopyBatch(
-            inputs=inputs.transpose(0, 1).contiguous(),
-            targets=torch.where(recall, sym, 0).t().contiguous(),
-            mask=(recall & valid_ep).t().contiguous(),
-            first=first.t().contiguous(),
+            inputs=torch.nn.functional.one_hot(steps[..., 0], self.in_dim).to(torch.float32),
+            targets=steps[..., 1].contiguous(),
+            mask=steps[..., 2].bool(),
+            first=first,
         )
 
 
 def copy_task_batch(
-    length: int, batch_size: int, *, num_symbols: int = 2, seed: int = 0
+    length: int,
+    batch_size: int,
+    *,
+    num_symbols: int = 2,
+    seed: int = 0,
+    min_length: int | None = None,
 ) -> CopyBatch:
-    """One aligned episode per column: ``T = 2 * length + 1``; ``first[0]`` is all True."""
-    stream = CopyTaskStream(length, batch_size, num_symbols=num_symbols, seed=seed)
-    return stream.next(2 * length + 1)
+    """One aligned episode per column, ``T = 2 * length + 1`` steps; ``first[0]`` is all
+    True. Shorter episodes (``min_length < length``) are padded at the end with blanks that
+    carry no target (``mask`` False)."""
+    stream = CopyTaskStream(length, batch_size, num_symbols=num_symbols, seed=seed,
+                            min_length=min_length)
+    T, V = 2 * length + 1, num_symbols
+    steps = torch.zeros(T, batch_size, 4, dtype=torch.int64)
+    steps[..., 0] = V + 1
+    for b, buf in enumerate(stream._bufs):
+        steps[: len(buf), b] = buf
+    return CopyBatch(
+        inputs=torch.nn.functional.one_hot(steps[..., 0], stream.in_dim).to(torch.float32),
+        targets=steps[..., 1].contiguous(),
+        mask=steps[..., 2].bool(),
+        first=steps[..., 3].bool(),
+    )

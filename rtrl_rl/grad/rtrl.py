@@ -11,7 +11,9 @@ For a chunk starting from the carried cell ``c_0`` and sensitivities ``S_0``:
 
        S_T = P_0 * S_0 + sum_s P_s * u_s (x) x_s
 
-   which for the ``[N, I]`` matrices is one batched matmul ``[B, M*N, T] @ [B, T, I]``.
+   which for the ``[N, I]`` matrices is one batched matmul, computed transposed as
+   ``[B, I, T] @ [B, T, M*N]``: the carried sensitivities are stored ``[B, I, M, N]``, a
+   layout in which that matmul ran 25% faster on CPU than ``[B, M*N, T] @ [B, T, I]``.
 
 Layers must expose ``unroll(x, c0, first, with_terms=True)`` returning ``ElementwiseTerms``
 (see ``rtrl_rl.models.cells``) and ``recurrent_params()``. Stacked layers get per-layer RTRL:
@@ -38,7 +40,7 @@ class _Injection(torch.autograd.Function):
     """Returns zeros ``[B, N]``; its backward sends ``S^T g`` to the parameters.
 
     This is ``<S, theta - sg(theta)>`` without computing a product whose value is known to
-    be zero. Inputs: s_mat ``[B, M, N, I]``, s_vec ``[B, V, N]``, then the M ``[N, I]``
+    be zero. Inputs: s_mat ``[B, I, M, N]``, s_vec ``[B, V, N]``, then the M ``[N, I]``
     matrices and the V ``[N]`` vectors themselves (passed separately: no stacking copies).
     """
 
@@ -50,10 +52,15 @@ class _Injection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
-        # sum_b g[b, n] * S[b, j, n, i]: a fused multiply-reduce over the contiguous layout
-        # measured 4x faster on CPU than a bmm that needs S transposed first.
-        g_mat = [(s_mat[:, j] * g[:, :, None]).sum(0) for j in range(s_mat.shape[1])]
+        # sum_b g[b, n] * S[b, i, j, n], accumulated stream by stream: each step reads one
+        # contiguous [I, M, N] block into a cache-resident accumulator, with no [B, ...]
+        # temporary (measured 2x faster on CPU than multiply-then-sum, and than bmm/einsum).
+        g_b = g[:, None, None, :]
+        acc = s_mat[0] * g_b[0]
+        for b in range(1, s_mat.shape[0]):
+            acc.addcmul_(s_mat[b], g_b[b])
         g_vec = (s_vec * g[:, None, :]).sum(0)
+        g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
         return (None, None, *g_mat, *g_vec.unbind(0))
 
 
@@ -68,37 +75,42 @@ def propagate_sensitivities(
     """Carry sensitivities from the chunk's start to its end (no autograd).
 
     terms: from the layer, ``[T, B, N]`` each; x: layer input ``[T, B, I]``; first ``[T, B]``;
-    s_mat ``[B, M, N, I]`` and s_vec ``[B, V, N]`` at the chunk's start, in the order of
-    ``terms.matrix`` / ``terms.vector``. Returns the same two at the chunk's end; the first
-    is written into ``out`` when given (a buffer shaped like ``s_mat``, not ``s_mat`` itself).
+    s_mat ``[B, I, M, N]`` (entry ``[b, i, j, n]`` is ``dc[b, n] / dtheta_j[n, i]``) and
+    s_vec ``[B, V, N]`` at the chunk's start, in the order of ``terms.matrix`` /
+    ``terms.vector``. Returns the same two at the chunk's end; the first is written into
+    ``out`` when given (a buffer shaped like ``s_mat``, not ``s_mat`` itself).
     """
     with torch.no_grad():
         t_len, b, n = terms.a.shape
-        m, i = s_mat.shape[1], s_mat.shape[3]
+        i, m = s_mat.shape[1], s_mat.shape[2]
         g = terms.a * (~first).to(terms.a.dtype).unsqueeze(-1)
+        # P_s = prod_{r > s} g_r by one reverse sweep (faster on CPU than flip/cumprod/flip).
+        p = torch.empty_like(g)
+        p[-1] = 1.0
+        for s in range(t_len - 1, 0, -1):
+            torch.mul(p[s], g[s], out=p[s - 1])
+        p0 = p[0] * g[0]  # [B, N]
         keys = list(terms.matrix)
-        us = [terms.matrix[k] for k in keys]
-        # One reverse sweep builds P_s * u_s for every matrix term ([T, B, M, N]) and ends
-        # with P_0; measured faster on CPU than flip/cumprod/flip plus separate products.
         pu = torch.empty(t_len, b, m, n, dtype=g.dtype, device=g.device)
-        p_s = torch.ones_like(g[0])
-        for s in range(t_len - 1, -1, -1):
-            for j, u in enumerate(us):
-                torch.mul(p_s, u[s], out=pu[s, :, j])
-            p_s = p_s * g[s]
-        p0 = p_s  # [B, N]
+        for j, key in enumerate(keys):
+            torch.mul(p, terms.matrix[key], out=pu[:, :, j])
         if out is None or out.shape != s_mat.shape or out.dtype != s_mat.dtype:
             out = torch.empty_like(s_mat)
-        # [B, K, T] @ [B, T, I] on strided views (BLAS takes the leading dimensions), then
+        # [B, I, T] @ [B, T, M*N] on strided views (BLAS takes the leading dimensions), then
         # the decay term in place: no large temporaries.
-        new_mat = torch.bmm(pu.view(t_len, b, m * n).permute(1, 2, 0),
-                            x.detach().transpose(0, 1), out=out.view(b, m * n, i))
-        new_mat = new_mat.view(b, m, n, i)
-        new_mat.addcmul_(s_mat, p0[:, None, :, None])
+        new_mat = torch.bmm(x.detach().permute(1, 2, 0), pu.view(t_len, b, m * n).transpose(0, 1),
+                            out=out.view(b, i, m * n))
+        new_mat = new_mat.view(b, i, m, n)
+        new_mat.addcmul_(s_mat, p0[:, None, None, :])
         new_vec = s_vec * p0[:, None, :]
+        # Vector terms share factors (c_prev for w_z and w_f, 1 for the biases): one
+        # reduction over time per distinct factor, for all matrix keys at once.
+        sums: dict[int, torch.Tensor] = {}
         for j, (key, factor) in enumerate(terms.vector.values()):
-            src = pu[:, :, keys.index(key)]  # [T, B, N]
-            new_vec[:, j] += (src if factor is None else src * factor).sum(0)
+            fid = id(factor)
+            if fid not in sums:
+                sums[fid] = (pu if factor is None else pu * factor.unsqueeze(2)).sum(0)
+            new_vec[:, j] += sums[fid][:, keys.index(key)]  # [B, N]
     return new_mat, new_vec
 
 
@@ -150,7 +162,7 @@ class RTRL(TemporalGrad):
         for layer in self.layers:
             mats, vecs = self._layout(layer)
             n, i = layer.hidden_size, layer.input_size
-            self._s_mat.append(like.new_zeros(self.num_streams, len(mats), n, i))
+            self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n))
             self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n))
 
     def unroll(self, x, state, first, stream_ids=None):
@@ -193,7 +205,8 @@ class RTRL(TemporalGrad):
         result = []
         for k, layer in enumerate(self.layers):
             mats, vecs = self._layout(layer)
-            d = {p: self._s_mat[k][:, j].clone() for j, p in enumerate(mats)} if self._s_mat else {}
+            d = ({p: self._s_mat[k][:, :, j].transpose(1, 2).contiguous()
+                  for j, p in enumerate(mats)} if self._s_mat else {})
             if self._s_vec:
                 d.update({p: self._s_vec[k][:, j].clone() for j, p in enumerate(vecs)})
             result.append(d)

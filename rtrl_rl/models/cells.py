@@ -98,27 +98,31 @@ class ELSTMLayer(nn.Module):
         """
         n = self.hidden_size
         pre = self.project(x)
-        pz, pf, po = pre[..., :n], pre[..., n : 2 * n], pre[..., 2 * n :]
+        # Per-step views through one unbind: its backward is a single stack, where indexing
+        # pre[t] would zero-fill a [T, B, 3N] gradient for every step (O(T^2) traffic).
+        pre_steps = pre.unbind(0)
         c = c0
         cs, cprevs, zs, fs = [], [], [], []
-        for t in range(x.shape[0]):
+        for t, pre_t in enumerate(pre_steps):
             c_prev = c * _mask(first[t], c)
             if detach_every_step:
                 c_prev = c_prev.detach()
-            z = torch.tanh(pz[t] + self.w_z * c_prev)
-            f = torch.sigmoid(pf[t] + self.w_f * c_prev)
+            z = torch.tanh(pre_t[:, :n] + self.w_z * c_prev)
+            f = torch.sigmoid(pre_t[:, n : 2 * n] + self.w_f * c_prev)
             c = f * c_prev + (1.0 - f) * z
             cs.append(c)
             if with_terms:
-                cprevs.append(c_prev.detach())
-                zs.append(z.detach())
-                fs.append(f.detach())
+                cprevs.append(c_prev)
+                zs.append(z)
+                fs.append(f)
         c_all = torch.stack(cs)
+        po = pre[..., 2 * n :]
         o = torch.sigmoid(po + torch.nn.functional.linear(c_all, self.W_o[:, self.input_size :]))
         h = o * c_all
         terms = None
         if with_terms:
-            terms = self.terms(torch.stack(cprevs), torch.stack(zs), torch.stack(fs))
+            with torch.no_grad():  # one stack each instead of a detach per step
+                terms = self.terms(torch.stack(cprevs), torch.stack(zs), torch.stack(fs))
         return h, c, terms
 
     @torch.no_grad()
@@ -126,9 +130,11 @@ class ELSTMLayer(nn.Module):
         self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor
     ) -> ElementwiseTerms:
         """RTRL terms from the (masked) previous cell and the gates, all ``[T, B, N]``."""
-        zeta = (1.0 - f) * (1.0 - z * z)  # dc_t / d(pre_z)
-        phi = (c_prev - z) * f * (1.0 - f)  # dc_t / d(pre_f)
-        a = f + self.w_z * zeta + self.w_f * phi
+        one_minus_f = 1.0 - f
+        zeta = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), z, z, value=-1.0)
+        zeta.mul_(one_minus_f)  # (1 - f)(1 - z^2) = dc_t / d(pre_z)
+        phi = (c_prev - z).mul_(f).mul_(one_minus_f)  # (c_prev - z) f (1 - f) = dc_t / d(pre_f)
+        a = torch.addcmul(f, zeta, self.w_z).addcmul_(phi, self.w_f)
         return ElementwiseTerms(
             a=a,
             matrix={"W_z": zeta, "W_f": phi},
