@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rtrl_rl.diagnostics.copy_config import GRADS, parse_overrides
+from rtrl_rl.diagnostics.copy_config import GRADS, CopyConfig, parse_overrides
 from rtrl_rl.diagnostics.copy_task import train
 from rtrl_rl.errors import ConfigError
 
@@ -70,14 +72,16 @@ def fails_at(rows: list[dict[str, Any]], grad: str, key: str, bar: float) -> int
 def table(rows: list[dict[str, Any]], lengths: list[int], grads: list[str], bar: float) -> str:
     """Rows ``L``, columns per grad ``bit / seq`` accuracy (``*``: solved), then "fails at"."""
     by = {(r["pattern_length"], r["grad"]): r for r in rows}
-    width = 24
+    varied = any("seq_acc_at_L" in r for r in rows)
+    width = 34 if varied else 24
     lines = ["L".rjust(5) + "majority".rjust(10) + "".join(g.rjust(width) for g in grads)]
     for length in lengths:
         cells = []
         for g in grads:
             r = by[(length, g)]
             mark = "*" if r["seq_acc"] >= bar else " "
-            cells.append(f"{r['bit_acc']:.3f} / {r['seq_acc']:.3f}{mark} {r['train_s']:4.0f}s"
+            at_l = f" @L {r['seq_acc_at_L']:.3f}" if "seq_acc_at_L" in r else ""
+            cells.append(f"{r['bit_acc']:.3f} / {r['seq_acc']:.3f}{mark}{at_l} {r['train_s']:4.0f}s"
                          .rjust(width))
         majority = f"{by[(length, grads[0])]['majority_bit_acc']:.3f}".rjust(10)
         lines.append(str(length).rjust(5) + majority + "".join(cells))
@@ -89,8 +93,28 @@ def table(rows: list[dict[str, Any]], lengths: list[int], grads: list[str], bar:
         lines.append(name.ljust(15) + "".join(cells))
     lines.append(f"cells: per-bit / whole-sequence accuracy on fresh patterns, train time; "
                  f"* = whole-sequence >= {bar}; majority: per-bit accuracy of answering the "
-                 "pattern's most frequent symbol (no order memory)")
+                 "pattern's most frequent symbol (no order memory)"
+                 + ("; @L: whole-sequence accuracy on patterns of exactly length L" if varied
+                    else ""))
     return "\n".join(lines)
+
+
+def _run_one(cfg: CopyConfig) -> dict[str, Any]:
+    r = train(cfg, progress=None)
+    print(f"L={cfg.pattern_length:<4d} {cfg.grad:<9s} bit {r['bit_acc']:.3f} "
+          f"seq {r['seq_acc']:.3f} steps {r['steps']:>6d} {r['train_s']:.1f}s",
+          file=sys.stderr, flush=True)
+    return {k: v for k, v in r.items() if k != "history"}
+
+
+def run_all(configs: list[CopyConfig], jobs: int) -> list[dict[str, Any]]:
+    """Train every config (``jobs`` worker processes, each on its configured threads); the
+    rows come back in the order of ``configs``."""
+    if jobs <= 1:
+        return [_run_one(cfg) for cfg in configs]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        return list(pool.map(_run_one, configs))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -104,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--forget-bias", default="1.0",
                    help="initial forget-gate bias for every run (default 1.0), or auto: ln(L + 1)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs in parallel, one process each (default 1; each uses threads=1)")
     p.add_argument("overrides", nargs="*", help="copy-task key=value options for every run")
     args = p.parse_args(argv)
     if args.forget_bias != "auto":
@@ -114,19 +140,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fb = [] if args.forget_bias != "auto" else [f"forget_bias={auto_forget_bias(length)}"]
         return fb + base + [f"grad={g}", f"pattern_length={length}"]
 
-    try:  # validate once, before the first run
-        parse_overrides(options(args.grads[0], args.lengths[0]))
+    if args.jobs < 1:
+        p.exit(2, f"copy_scan: error: --jobs must be >= 1, got {args.jobs}\n")
+    try:  # every run's options are checked before the first one starts
+        configs = [parse_overrides(options(g, length))
+                   for length in args.lengths for g in args.grads]
     except ConfigError as e:
         p.exit(2, f"copy_scan: error: {e}\n")
-    rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for length in args.lengths:
-        for g in args.grads:
-            cfg = parse_overrides(options(g, length))
-            r = train(cfg, progress=None)
-            rows.append({k: v for k, v in r.items() if k != "history"})
-            print(f"L={length:<4d} {g:<9s} bit {r['bit_acc']:.3f} seq {r['seq_acc']:.3f} "
-                  f"steps {r['steps']:>6d} {r['train_s']:.1f}s", file=sys.stderr, flush=True)
+    rows = run_all(configs, args.jobs)
     wall = time.perf_counter() - start
     text = table(rows, args.lengths, args.grads, args.solved)
     print(text)

@@ -93,6 +93,7 @@ def test_training_is_online_state_and_sensitivities_cross_chunks():
     ("stagger=maybe", "stagger"),
     ("optimizer=adamw", "optimizer"),
     ("hidden_size", "hidden_size"),
+    ("min_length=11", "min_length"),
     ("--bogus", "--bogus"),
 ])
 def test_bad_cli_value_is_one_line(arg, needle, capsys):
@@ -128,16 +129,34 @@ def test_parse_overrides_types():
         parse_overrides(["episodes=0"])
 
 
-def test_scan_script_smoke(tmp_path):
+def test_variable_lengths_report_accuracy_at_the_longest():
+    cfg = _cfg(pattern_length=4, min_length=1, steps=60)
+    assert cfg.episode_len == 1 + 4 + 1  # mean of 2n + 1 over n uniform in [1, 4]
+    out = train(cfg, progress=None)
+    assert {"seq_acc_at_L", "bit_acc_at_L"} <= set(out)
+    assert out["seq_acc_at_L"] <= out["seq_acc"] + 0.2  # length-4 patterns are the hardest
+    assert "seq_acc_at_L" not in train(_cfg(steps=20), progress=None)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_scan_script_smoke(tmp_path, jobs):
     path = tmp_path / "scan.json"
     out = subprocess.run([sys.executable, "scripts/copy_scan.py", "--lengths", "2,3",
                           "--grads", "rtrl,bptt", "--chunk", "4", "--json", str(path),
-                          "steps=30", "eval_episodes=16", "hidden_size=8"],
+                          "--jobs", jobs, "steps=30", "eval_episodes=16", "hidden_size=8"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "fails at" in out.stdout
     saved = json.loads(path.read_text())
     assert len(saved["runs"]) == 4 and set(saved["fails_at_seq"]) == {"rtrl", "bptt"}
+    assert [(r["pattern_length"], r["grad"]) for r in saved["runs"]] == [
+        (2, "rtrl"), (2, "bptt"), (3, "rtrl"), (3, "bptt")]
+
+
+def test_scan_script_rejects_a_bad_run_before_any_starts():
+    out = subprocess.run([sys.executable, "scripts/copy_scan.py", "--lengths", "2,9",
+                          "min_length=5"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "min_length" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.slow

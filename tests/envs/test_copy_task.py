@@ -88,3 +88,49 @@ def test_rejects_bad_arguments():
         CopyTaskStream(0, 2)
     with pytest.raises(ValueError, match="num_steps"):
         CopyTaskStream(2, 2).next(0)
+
+
+def test_variable_lengths_follow_the_reference_protocol():
+    """min_length=1: each episode's pattern length is drawn from [1, L]; every episode is
+    pattern, delimiter, recall of the same length, back to back, in any chunking."""
+    L, B, V = 6, 8, 2
+    whole = CopyTaskStream(L, B, num_symbols=V, seed=3, min_length=1).next(120)
+    parts = CopyTaskStream(L, B, num_symbols=V, seed=3, min_length=1)
+    chunked = [parts.next(n) for n in (1, 13, 50, 56)]
+    for field in ("inputs", "targets", "mask", "first"):
+        assert torch.equal(getattr(whole, field), torch.cat([getattr(c, field) for c in chunked]))
+    tokens = whole.inputs.argmax(-1)
+    lengths = []
+    for b in range(B):  # test-side parse of each stream into episodes
+        starts = whole.first[:, b].nonzero().flatten().tolist() + [120]
+        for s, e in zip(starts[:-2], starts[1:-1]):  # complete episodes only
+            n = (e - s - 1) // 2
+            assert e - s == 2 * n + 1 and 1 <= n <= L
+            lengths.append(n)
+            pattern = tokens[s : s + n, b]
+            assert (pattern < V).all() and tokens[s + n, b] == V
+            assert (tokens[s + n + 1 : e, b] == V + 1).all()
+            assert torch.equal(whole.targets[s + n + 1 : e, b], pattern)
+            assert whole.mask[s + n + 1 : e, b].all() and not whole.mask[s : s + n + 1, b].any()
+    assert min(lengths) < 3 and max(lengths) > L - 2  # the range is covered
+
+
+def test_variable_length_batch_pads_after_the_episode():
+    L, B = 5, 64
+    batch = copy_task_batch(L, B, seed=0, min_length=1)
+    assert batch.inputs.shape[0] == 2 * L + 1 and batch.first[0].all()
+    n = batch.mask.sum(0)  # recall steps = pattern length per column
+    assert n.min() >= 1 and n.max() <= L and len(set(n.tolist())) > 2
+    tokens = batch.inputs.argmax(-1)
+    for b in range(B):
+        k = int(n[b])
+        assert torch.equal(batch.targets[k + 1 : 2 * k + 1, b], tokens[:k, b])
+        assert (tokens[2 * k + 1 :, b] == 2 + 1).all()  # padding: blanks without targets
+        assert not batch.first[1:, b].any()
+
+
+def test_rejects_bad_min_length():
+    with pytest.raises(ValueError, match="min_length"):
+        CopyTaskStream(4, 2, min_length=5)
+    with pytest.raises(ValueError, match="min_length"):
+        CopyTaskStream(4, 2, min_length=0)
