@@ -183,3 +183,11 @@ def test_feedforward_core_runs_with_every_grad(grad_name):
     x = torch.randn(4, B, I, dtype=torch.float64, requires_grad=True)
     h, state = grad.unroll(x, core.initial_state(B, dtype=x.dtype), torch.zeros(4, B, dtype=bool))
     assert h.shape == (4, B, I) and state.shape == (B, 0)
+
+
+def test_rtrl_exact_with_blocked_injection_backward():
+    """B divisible by 4 takes the blocked (4 streams per step) injection backward."""
+    x, first, readout = random_problem(T_CHUNK * N_CHUNKS, 8, I, N, seed=5, p_first=0.12)
+    core = make_elstm()
+    chunked, _ = run_chunks(core, "rtrl", x, first, readout, T_CHUNK)
+    assert max_err(chunked, full_bptt(core, x, first, readout)) < 1e-9
