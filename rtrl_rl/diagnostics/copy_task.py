@@ -12,15 +12,19 @@ every step. The only switch between methods is ``grad=rtrl | bptt | one_step``:
 - ``bptt``: truncated at chunk boundaries, so a gap ``L + 1 >= M`` gets no recurrent credit;
 - ``one_step``: no credit through the recurrence at all.
 
+``min_length=1`` draws each pattern's length uniformly from ``[1, L]``: the reference
+paper's protocol ("level L"), under which short patterns give an easy start.
+
 Accuracy is measured on fresh patterns (seeds disjoint from training): per-bit (recall
-tokens right) and whole-sequence (all ``L`` recall tokens of an episode right). The per-bit
+tokens right) and whole-sequence (all recall tokens of an episode right); with varying
+lengths, also on patterns of exactly length ``L`` (``*_at_L``). The per-bit
 bar to beat is not chance (``1/V``) but ``majority_bit_acc``: answering every recall step
 with the pattern's most frequent symbol (about ``0.5 + 0.4/sqrt(L)`` for bits) needs only a
 slow counting unit, which even ``one_step`` learns when the forget bias is high enough;
 only order-aware memory goes beyond it.
 
     python -m rtrl_rl.diagnostics.copy_task grad=rtrl pattern_length=50 chunk=10
-    rtrl-copy grad=bptt pattern_length=20 --json bptt.json
+    rtrl-copy grad=bptt pattern_length=20 min_length=1 --json bptt.json
 """
 
 from __future__ import annotations

@@ -234,12 +234,12 @@ class LSTM(Core):
             out, (h, c) = self.lstm(x, (h * keep, c * keep))
             return out, self._pack(h, c)
         outs = []
-        for t in range(x.shape[0]):
+        for t, x_t in enumerate(x.split(1)):  # one split: its backward is a single cat
             keep = _mask(first[t], h)
             h, c = h * keep, c * keep
             if detach_every_step:
                 h, c = h.detach(), c.detach()
-            out, (h, c) = self.lstm(x[t : t + 1], (h, c))
+            out, (h, c) = self.lstm(x_t, (h, c))
             outs.append(out[0])
         return torch.stack(outs), self._pack(h, c)
 
