@@ -85,6 +85,11 @@ def table(rows: list[dict[str, Any]], lengths: list[int], grads: list[str], bar:
                          .rjust(width))
         majority = f"{by[(length, grads[0])]['majority_bit_acc']:.3f}".rjust(10)
         lines.append(str(length).rjust(5) + majority + "".join(cells))
+    cells = []
+    for g in grads:
+        cells.append(" ".join(f"{by[(length, g)]['solved_up_to']}" for length in lengths)
+                     .rjust(width))
+    lines.append("solved up to".ljust(15) + "".join(cells))
     for key, name in (("seq_acc", "fails at (seq)"), ("bit_acc", "fails at (bit)")):
         cells = []
         for g in grads:
@@ -93,10 +98,36 @@ def table(rows: list[dict[str, Any]], lengths: list[int], grads: list[str], bar:
         lines.append(name.ljust(15) + "".join(cells))
     lines.append(f"cells: per-bit / whole-sequence accuracy on fresh patterns, train time; "
                  f"* = whole-sequence >= {bar}; majority: per-bit accuracy of answering the "
-                 "pattern's most frequent symbol (no order memory)"
+                 "pattern's most frequent symbol (no order memory); solved up to: per L, the "
+                 "longest k with every pattern length <= k at >= 0.99 whole-sequence accuracy"
                  + ("; @L: whole-sequence accuracy on patterns of exactly length L" if varied
                     else ""))
     return "\n".join(lines)
+
+
+def plot_by_length(rows: list[dict[str, Any]], lengths: list[int], grads: list[str],
+                   path: Path) -> None:
+    """One panel per trained ``L``: whole-sequence accuracy against pattern length, a line
+    per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by = {(r["pattern_length"], r["grad"]): r for r in rows}
+    fig = Figure(figsize=(4 * len(lengths), 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(lengths), squeeze=False)[0]
+    for ax, length in zip(axes, lengths, strict=True):
+        for g in grads:
+            accs = by[(length, g)]["seq_acc_by_length"]
+            ax.plot(range(1, len(accs) + 1), accs, marker=".", label=g)
+        ax.set_title(f"trained on L={length}")
+        ax.set_xlabel("pattern length")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("whole-sequence accuracy")
+    axes[-1].legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _run_one(cfg: CopyConfig) -> dict[str, Any]:
@@ -128,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--forget-bias", default="1.0",
                    help="initial forget-gate bias for every run (default 1.0), or auto: ln(L + 1)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="also write a PNG of accuracy against pattern length here")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs in parallel, one process each (default 1; each uses threads=1)")
     p.add_argument("overrides", nargs="*", help="copy-task key=value options for every run")
@@ -165,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot_by_length(rows, args.lengths, args.grads, args.plot)
     return result
 
 

@@ -109,6 +109,32 @@ def _accuracy(
             "majority_bit_acc": float(majority)}
 
 
+@torch.no_grad()
+def accuracy_by_length(
+    model: CopyModel, cfg: CopyConfig, episodes: int, seed: int
+) -> list[float]:
+    """Whole-sequence accuracy on ``episodes`` fresh patterns of each length ``1 .. L``
+    (entry ``n - 1`` is length ``n``): where along the length axis a method fails."""
+    device = next(model.parameters()).device
+    accs = []
+    for n in range(1, cfg.pattern_length + 1):
+        batch = _to(copy_task_batch(n, episodes, num_symbols=cfg.num_symbols,
+                                    seed=seed + 7919 * n), device)
+        state = model.core.initial_state(episodes, device=device)
+        logits, _ = model(batch.inputs, state, batch.first)
+        right = (logits.argmax(-1) == batch.targets) | ~batch.mask
+        accs.append(float(right.all(0).float().mean()))
+    return accs
+
+
+def solved_up_to(by_length: list[float], bar: float = 0.99) -> int:
+    """The longest ``k`` such that every length ``n <= k`` reaches ``bar`` (0 if none)."""
+    k = 0
+    while k < len(by_length) and by_length[k] >= bar:
+        k += 1
+    return k
+
+
 class CopyTrainer:
     """Online training state: model, gradient module, optimizer, streams and carried state.
 
@@ -194,7 +220,10 @@ def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dic
     Returns a JSON-ready dict: the config, ``bit_acc``/``seq_acc`` on fresh patterns
     (``cfg.eval_episodes`` of them, a seed never used in training or for early stopping),
     ``steps``/``episodes``/``updates`` actually trained, ``solved_at_step`` (first periodic
-    eval with whole-sequence accuracy >= ``stop_at``, or None) and ``wall_s``.
+    eval with whole-sequence accuracy >= ``stop_at``, or None), ``seq_acc_by_length``
+    (entry ``n - 1``: whole-sequence accuracy on patterns of length ``n``, for ``n`` up to
+    ``L``), ``solved_up_to`` (longest ``k`` with every length ``<= k`` at >= 0.99) and
+    ``wall_s``.
     """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -231,8 +260,12 @@ def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dic
                 break
     train_s = time.perf_counter() - start
     final = evaluate(trainer.model, cfg, cfg.eval_episodes, FINAL_EVAL_SEED + cfg.seed)
+    by_length = accuracy_by_length(trainer.model, cfg, max(cfg.eval_episodes // 4, 1),
+                                   FINAL_EVAL_SEED + 1 + cfg.seed)
     return {
         **final,
+        "seq_acc_by_length": [round(a, 4) for a in by_length],
+        "solved_up_to": solved_up_to(by_length),
         "grad": cfg.grad,
         "pattern_length": cfg.pattern_length,
         "steps": trainer.steps,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rtrl_rl.diagnostics.copy_config import CopyConfig, parse_overrides
-from rtrl_rl.diagnostics.copy_task import CopyTrainer, run, train
+from rtrl_rl.diagnostics.copy_task import CopyTrainer, run, solved_up_to, train
 from rtrl_rl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,15 +138,31 @@ def test_variable_lengths_report_accuracy_at_the_longest():
     assert "seq_acc_at_L" not in train(_cfg(steps=20), progress=None)
 
 
+def test_solved_up_to():
+    assert solved_up_to([1.0, 0.995, 0.98, 1.0]) == 2
+    assert solved_up_to([0.5, 1.0]) == 0
+    assert solved_up_to([1.0, 1.0]) == 2
+    assert solved_up_to([]) == 0
+
+
+def test_accuracy_by_length_covers_every_length():
+    out = train(_cfg(pattern_length=4, steps=20), progress=None)
+    by = out["seq_acc_by_length"]
+    assert len(by) == 4 and all(0.0 <= a <= 1.0 for a in by)
+    assert out["solved_up_to"] == solved_up_to(by)
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_scan_script_smoke(tmp_path, jobs):
-    path = tmp_path / "scan.json"
+    path, png = tmp_path / "scan.json", tmp_path / "by_length.png"
     out = subprocess.run([sys.executable, "scripts/copy_scan.py", "--lengths", "2,3",
                           "--grads", "rtrl,bptt", "--chunk", "4", "--json", str(path),
-                          "--jobs", jobs, "steps=30", "eval_episodes=16", "hidden_size=8"],
+                          "--plot", str(png), "--jobs", jobs, "steps=30", "eval_episodes=16",
+                          "hidden_size=8"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert "fails at" in out.stdout
+    assert "fails at" in out.stdout and "solved up to" in out.stdout
+    assert png.stat().st_size > 1000
     saved = json.loads(path.read_text())
     assert len(saved["runs"]) == 4 and set(saved["fails_at_seq"]) == {"rtrl", "bptt"}
     assert [(r["pattern_length"], r["grad"]) for r in saved["runs"]] == [

@@ -103,7 +103,7 @@ def test_variable_lengths_follow_the_reference_protocol():
     lengths = []
     for b in range(B):  # test-side parse of each stream into episodes
         starts = whole.first[:, b].nonzero().flatten().tolist() + [120]
-        for s, e in zip(starts[:-2], starts[1:-1]):  # complete episodes only
+        for s, e in zip(starts[:-2], starts[1:-1], strict=True):  # complete episodes only
             n = (e - s - 1) // 2
             assert e - s == 2 * n + 1 and 1 <= n <= L
             lengths.append(n)
