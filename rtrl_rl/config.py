@@ -19,9 +19,12 @@ from rtrl_rl.errors import ConfigError, unknown_name
 from rtrl_rl.logging import LoggerConfig
 
 
-def _scan_frames(delay: int, episodes: int = 125_000) -> int:
-    """Frame budget that gives every delay the same number of delayed-recall episodes."""
-    return int(episodes) * (int(delay) + 2)
+def _scan_frames(delay: int, episodes: int = 125_000, floor: int = 4_000_000) -> int:
+    """Frame budget of the memory-length scan: the same number of delayed-recall episodes
+    for every delay, but never fewer frames than the 4M that D=30 needs at T=10 (with
+    episodes alone, D=10 got 1.5M frames, too few updates to learn even without a delay
+    problem)."""
+    return max(int(episodes) * (int(delay) + 2), int(floor))
 
 
 def _scan_forget_bias(delay: int) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import rtrl_rl.config  # noqa: F401  (registers the ${scan_*} resolvers the presets use)
 from rtrl_rl.errors import ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")

@@ -157,3 +157,17 @@ def test_both_presets_compose_together():
     cfg = composed("+sweep=[optuna,slurm]")
     choices = cfg.hydra.runtime.choices
     assert choices["hydra/sweeper"] == "optuna" and choices["hydra/launcher"] == "submitit_slurm"
+
+
+@pytest.mark.parametrize(("delay", "frames", "forget_bias"), [
+    (10, 4_000_000, 3.0),  # the 4M-frame floor (episodes alone would give 1.5M)
+    (30, 4_000_000, 3.0),
+    (100, 12_750_000, 4.61),  # 125k episodes of D + 2 steps; ln(100)
+    (300, 37_750_000, 5.7),
+])
+def test_memory_scan_preset_budgets(delay, frames, forget_bias):
+    cfg = composed("experiment=memory_scan", f"env.delay={delay}")
+    assert cfg.runner.total_frames == frames
+    assert cfg.model.forget_bias == pytest.approx(forget_bias)
+    params = cfg.hydra.sweeper.params
+    assert params.method == "rtrl_t10,bptt_t10,bptt_t100" and params.seed == "0,1,2"
