@@ -9,6 +9,7 @@ subprocess so that peak memory is measured cleanly:
     python scripts/bench_grad.py --quick                 # B=32, T=50, N=256 (< 1 min)
     python scripts/bench_grad.py --json bench_grad.json  # the full grid
     python scripts/bench_grad.py --device cuda
+    python scripts/bench_grad.py --quick --paired --reps 40   # methods interleaved in one process
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) -> dict:
+def _updater(method: str, b: int, t: int, n: int, i: int, device: str):
+    """One benchmark update for ``method`` (own core, readout, carried state) and a sync."""
     import torch
 
     from rtrl_rl.grad import make_grad
@@ -59,6 +61,14 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) 
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    return update, sync
+
+
+def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) -> dict:
+    import torch
+
+    dev = torch.device(device)
+    update, sync = _updater(method, b, t, n, i, device)
     base_rss = _rss_mb()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -84,6 +94,34 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) 
     }
 
 
+def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: str,
+                  reps: int) -> dict:
+    """All ``methods`` in one process, one update of each per round, so that every method
+    sees the same machine state (this VM drifts by 20-30% within a minute). Returns
+    per-method median ms and, per method, the median over rounds of its time divided by
+    the first method's time in the same round."""
+    ups = {m: _updater(m, b, t, n, i, device) for m in methods}
+    for update, _ in ups.values():
+        update()
+        update()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(reps):
+        for m, (update, sync) in ups.items():
+            sync()
+            t0 = time.perf_counter()
+            update()
+            sync()
+            times[m].append((time.perf_counter() - t0) * 1e3)
+    base = times[methods[0]]
+    return {
+        "B": b, "T": t, "N": n, "I": i, "device": device, "reps": reps,
+        "ms_per_update": {m: round(statistics.median(v), 2) for m, v in times.items()},
+        f"ratio_to_{methods[0]}": {
+            m: round(statistics.median(a / c for a, c in zip(v, base, strict=True)), 3)
+            for m, v in times.items()},
+    }
+
+
 def run_row(method, b, t, n, i, device, reps) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, str(b), str(t), str(n), str(i),
            device, str(reps)]
@@ -91,6 +129,34 @@ def run_row(method, b, t, n, i, device, reps) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"{method} B={b} T={t} N={n} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def paired(grid: list[tuple[int, int]], b: int, i: int, args: argparse.Namespace) -> None:
+    """``--paired``: one subprocess per grid point, methods interleaved round by round."""
+    from rich.console import Console
+    from rich.table import Table
+
+    methods = ["bptt", "rtrl", "one_step"]
+    rows = []
+    for t, n in grid:
+        cmd = [sys.executable, __file__, "--paired-worker", ",".join(methods), str(b), str(t),
+               str(n), str(i), args.device, str(args.reps)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"paired T={t} N={n} failed:\n{out.stderr[-2000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    table = Table(title=f"paired: {args.reps} rounds of one update per method, medians")
+    for col in ("T", "N", "bptt ms", "rtrl ms", "one_step ms", "rtrl / bptt (per round)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        ms = r["ms_per_update"]
+        table.add_row(str(r["T"]), str(r["N"]), f"{ms['bptt']:.1f}", f"{ms['rtrl']:.1f}",
+                      f"{ms['one_step']:.1f}", f"{r['ratio_to_bptt']['rtrl']:.3f}")
+    Console().print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {args.json}")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -110,6 +176,11 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--paired-worker":
+        ms, b, t, n, i, dev, reps = sys.argv[2:9]
+        print(json.dumps(paired_worker(ms.split(","), int(b), int(t), int(n), int(i), dev,
+                                       int(reps))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         m, b, t, n, i, dev, reps = sys.argv[2:9]
         print(json.dumps(worker(m, int(b), int(t), int(n), int(i), dev, int(reps))))
@@ -123,9 +194,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3,
                     help="run the grid this many times, interleaved, and report medians "
                          "(shared VMs drift by 30%% between minutes)")
+    ap.add_argument("--paired", action="store_true",
+                    help="time bptt, rtrl and one_step in one process, an update of each in "
+                         "turn, and report per-round ratios to bptt (no peak memory)")
     args = ap.parse_args()
     b, i = 32, 257
     grid = [(50, 256)] if args.quick else [(t, n) for n in (128, 256, 512) for t in (10, 50, 100)]
+    if args.paired:
+        paired(grid, b, i, args)
+        return
     methods = args.methods.split(",")
     runs: dict[tuple, list[dict]] = {}
     from rich.progress import Progress

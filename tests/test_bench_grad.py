@@ -1,0 +1,31 @@
+"""scripts/bench_grad.py workers on tiny sizes: they run every method and report sane rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench_grad.py"
+
+
+def _run(*args: str) -> dict:
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_worker_rows_for_every_method():
+    for method in ("rtrl", "rtrl_reference", "bptt", "one_step"):
+        row = _run("--worker", method, "4", "3", "8", "5", "cpu", "2")
+        assert row["method"] == method and (row["B"], row["T"], row["N"], row["I"]) == (4, 3, 8, 5)
+        assert row["ms_per_update"] > 0 and row["peak_mb"] >= 0
+
+
+def test_paired_worker_interleaves_and_reports_ratios():
+    row = _run("--paired-worker", "bptt,rtrl,one_step", "4", "3", "8", "5", "cpu", "3")
+    assert set(row["ms_per_update"]) == {"bptt", "rtrl", "one_step"}
+    assert row["ratio_to_bptt"]["bptt"] == 1.0 and row["ratio_to_bptt"]["rtrl"] > 0
