@@ -85,24 +85,29 @@ def evaluate(model: CopyModel, cfg: CopyConfig, episodes: int, seed: int) -> dic
     (``min_length > 0``), ``bit_acc_at_L`` and ``seq_acc_at_L`` are added: the same on
     patterns of exactly the longest length ``L``.
     """
-    out = _accuracy(model, cfg, episodes, seed, cfg.min_length or None)
-    if cfg.min_length and cfg.min_length < cfg.pattern_length:
-        at_l = _accuracy(model, cfg, episodes, seed + 1, None)
+    length, symbols = cfg.pattern_length, cfg.num_symbols
+    out = _accuracy(model, length, symbols, episodes, seed, cfg.min_length or None)
+    if cfg.min_length and cfg.min_length < length:
+        at_l = _accuracy(model, length, symbols, episodes, seed + 1, None)
         out.update(bit_acc_at_L=at_l["bit_acc"], seq_acc_at_L=at_l["seq_acc"])
     return out
 
 
 def _accuracy(
-    model: CopyModel, cfg: CopyConfig, episodes: int, seed: int, min_length: int | None
+    model: CopyModel, length: int, num_symbols: int, episodes: int, seed: int,
+    min_length: int | None,
 ) -> dict[str, float]:
+    """Per-bit, whole-sequence and majority accuracy on ``episodes`` fresh aligned episodes
+    of patterns up to ``length`` (from ``min_length``; fixed when None)."""
     device = next(model.parameters()).device
-    batch = _to(copy_task_batch(cfg.pattern_length, episodes, num_symbols=cfg.num_symbols,
-                                seed=seed, min_length=min_length), device)
+    batch = _to(copy_task_batch(length, episodes, num_symbols=num_symbols, seed=seed,
+                                min_length=min_length), device)
     state = model.core.initial_state(episodes, device=device)
     logits, _ = model(batch.inputs, state, batch.first)  # [E, B, V]
-    right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # [E, B]
-    bits = ((logits.argmax(-1) == batch.targets) & batch.mask).sum() / batch.mask.sum()
-    counts = nn.functional.one_hot(batch.targets, cfg.num_symbols)  # [E, B, V]
+    hit = logits.argmax(-1) == batch.targets  # [E, B]
+    right = hit | ~batch.mask
+    bits = (hit & batch.mask).sum() / batch.mask.sum()
+    counts = nn.functional.one_hot(batch.targets, num_symbols)  # [E, B, V]
     counts = (counts * batch.mask.unsqueeze(-1)).sum(0)  # [B, V]
     majority = counts.max(-1).values.sum() / batch.mask.sum()
     return {"bit_acc": float(bits), "seq_acc": float(right.all(0).float().mean()),
@@ -115,16 +120,8 @@ def accuracy_by_length(
 ) -> list[float]:
     """Whole-sequence accuracy on ``episodes`` fresh patterns of each length ``1 .. L``
     (entry ``n - 1`` is length ``n``): where along the length axis a method fails."""
-    device = next(model.parameters()).device
-    accs = []
-    for n in range(1, cfg.pattern_length + 1):
-        batch = _to(copy_task_batch(n, episodes, num_symbols=cfg.num_symbols,
-                                    seed=seed + 7919 * n), device)
-        state = model.core.initial_state(episodes, device=device)
-        logits, _ = model(batch.inputs, state, batch.first)
-        right = (logits.argmax(-1) == batch.targets) | ~batch.mask
-        accs.append(float(right.all(0).float().mean()))
-    return accs
+    return [_accuracy(model, n, cfg.num_symbols, episodes, seed + 7919 * n, None)["seq_acc"]
+            for n in range(1, cfg.pattern_length + 1)]
 
 
 def solved_up_to(by_length: list[float], bar: float = 0.99) -> int:

@@ -124,16 +124,10 @@ class CopyTaskStream:
             cols.append(buf[:num_steps])
             self._bufs[b] = buf[num_steps:]
         steps = torch.stack(cols, dim=1)  # [T, B, 4]
-        first = steps[..., 3].bool()
         if self._stream_start:
-            first[0] = True
+            steps[0, :, 3] = 1
             self._stream_start = False
-        return CopyBatch(
-            inputs=torch.nn.functional.one_hot(steps[..., 0], self.in_dim).to(torch.float32),
-            targets=steps[..., 1].contiguous(),
-            mask=steps[..., 2].bool(),
-            first=first,
-        )
+        return _as_batch(steps, self.in_dim)
 
 
 def copy_task_batch(
@@ -149,13 +143,17 @@ def copy_task_batch(
     carry no target (``mask`` False)."""
     stream = CopyTaskStream(length, batch_size, num_symbols=num_symbols, seed=seed,
                             min_length=min_length)
-    T, V = 2 * length + 1, num_symbols
-    steps = torch.zeros(T, batch_size, 4, dtype=torch.int64)
-    steps[..., 0] = V + 1
-    for b, buf in enumerate(stream._bufs):
-        steps[: len(buf), b] = buf
+    steps = torch.zeros(2 * length + 1, batch_size, 4, dtype=torch.int64)
+    steps[..., 0] = num_symbols + 1  # blank
+    for b, episode in enumerate(stream._bufs):  # each stream's first, whole episode
+        steps[: len(episode), b] = episode
+    return _as_batch(steps, stream.in_dim)
+
+
+def _as_batch(steps: torch.Tensor, in_dim: int) -> CopyBatch:
+    """int64 ``[T, B, 4]`` rows (token, target, mask, first) -> a one-hot ``CopyBatch``."""
     return CopyBatch(
-        inputs=torch.nn.functional.one_hot(steps[..., 0], stream.in_dim).to(torch.float32),
+        inputs=torch.nn.functional.one_hot(steps[..., 0], in_dim).to(torch.float32),
         targets=steps[..., 1].contiguous(),
         mask=steps[..., 2].bool(),
         first=steps[..., 3].bool(),

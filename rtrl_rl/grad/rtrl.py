@@ -173,7 +173,7 @@ class RTRL(TemporalGrad):
             return self.core(x, state, first)
         ids = self._ids(stream_ids, x.shape[1])
         self._ensure(x)
-        out, finals, jobs = x, [], []
+        out, finals = x, []
         layers_states = zip(self.layers, self.core.split_state(state), strict=True)
         for k, (layer, c0) in enumerate(layers_states):
             mats, vecs = self._layout(layer)
@@ -185,22 +185,17 @@ class RTRL(TemporalGrad):
             h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
             assert terms is not None and list(terms.matrix) == mats
             assert list(terms.vector) == vecs
-            jobs.append((k, terms, out.detach(), s_mat, s_vec))
-            out = h
-            finals.append(c_t)
-        self._advance(jobs, first, ids)
-        return out, torch.cat(finals, -1)
-
-    def _advance(self, jobs, first, ids) -> None:
-        for k, terms, x_k, s_mat, s_vec in jobs:
-            out = self._spare.get(k) if ids is None else None
-            new_mat, new_vec = propagate_sensitivities(terms, x_k, first, s_mat, s_vec, out)
+            spare = self._spare.get(k) if ids is None else None
+            new_mat, new_vec = propagate_sensitivities(terms, out, first, s_mat, s_vec, spare)
             if ids is None:
                 self._spare[k] = self._s_mat[k]
                 self._s_mat[k], self._s_vec[k] = new_mat, new_vec
             else:
                 self._s_mat[k] = self._s_mat[k].index_copy(0, ids, new_mat)
                 self._s_vec[k] = self._s_vec[k].index_copy(0, ids, new_vec)
+            out = h
+            finals.append(c_t)
+        return out, torch.cat(finals, -1)
 
     def sensitivities(self) -> list[dict[str, torch.Tensor]]:
         """Per layer: name -> a copy of the carried sensitivity (``[S, N, I]`` or ``[S, N]``);
