@@ -186,8 +186,28 @@ def test_feedforward_core_runs_with_every_grad(grad_name):
 
 
 def test_rtrl_exact_with_blocked_injection_backward():
-    """B divisible by 4 takes the blocked (4 streams per step) injection backward."""
-    x, first, readout = random_problem(T_CHUNK * N_CHUNKS, 8, I, N, seed=5, p_first=0.12)
+    """10 streams: the fused backward runs blocks of 4, 4 and a short block of 2."""
+    x, first, readout = random_problem(T_CHUNK * N_CHUNKS, 10, I, N, seed=5, p_first=0.12)
     core = make_elstm()
     chunked, _ = run_chunks(core, "rtrl", x, first, readout, T_CHUNK)
     assert max_err(chunked, full_bptt(core, x, first, readout)) < 1e-9
+
+
+@pytest.mark.parametrize("no_grad", [False, True])
+def test_sensitivities_advance_without_backward(problem, no_grad):
+    """The matrix update normally runs inside the backward; with no backward (evaluation,
+    or a loss that does not reach the core) it must still run before the state is used."""
+    x, first, _ = problem
+    core = make_elstm(layers=2)
+    mods = {name: make_grad(name, core, B) for name in ("rtrl", "rtrl_reference")}
+    for grad in mods.values():
+        state = core.initial_state(B, dtype=x.dtype)
+        for k in range(N_CHUNKS):
+            sl = slice(k * T_CHUNK, (k + 1) * T_CHUNK)
+            with torch.set_grad_enabled(not no_grad):
+                _, state = grad.unroll(x[sl], state, first[sl])
+            state = state.detach()
+    got, want = (mods[n].sensitivities() for n in ("rtrl", "rtrl_reference"))
+    for k in range(2):
+        for name, v in want[k].items():
+            assert torch.allclose(got[k][name], v, atol=1e-12, rtol=0), (k, name)

@@ -1,0 +1,154 @@
+"""The small per-chunk quantities of the RTRL update, from an element-wise layer's terms.
+
+With ``g_t = a_t * (1 - first_t)`` and ``P_s = prod_{r=s+1..T-1} g_r`` (a reverse running
+product; 1 for the last step), the end-of-chunk update needs
+
+    pu[s, :, j]  = P_s * u_j[s]                          [T, B, M, N]
+    p0           = P_0 * g_0 = prod_r g_r                 [B, N]
+    new_vec[:, v] = p0 * s_vec[:, v] + sum_s pu[s, :, key_v] * factor_v[s]   [B, V, N]
+
+(``factor_v`` is 1 for the biases). In PyTorch this is some 60 small operations over
+``[T, B, N]`` tensors, most of them the step-by-step sweep for ``P``; on the CPU a numba
+kernel does all of it in one pass over memory (measured 0.47 ms against 1.27 ms at
+B=32, T=50, N=256, float32). The PyTorch form runs everywhere else (CUDA, other dtypes, no
+numba) and is the kernel's test oracle.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from rtrl_rl.models.cells import ElementwiseTerms
+
+log = logging.getLogger(__name__)
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+_kernel = None  # the compiled numba function, once built; False if numba is unavailable
+
+
+def chunk_factors(
+    terms: ElementwiseTerms, first: torch.Tensor, s_vec: torch.Tensor, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``pu [T, B, M, N]``, ``p0 [B, N]`` and ``new_vec [B, V, N]`` (see the module docstring).
+
+    terms: ``[T, B, N]`` each, matrix keys in order ``j = 0..M-1``; first: ``[T, B]`` bool;
+    s_vec: ``[B, V, N]`` vector sensitivities at the chunk's start, in ``terms.vector``
+    order. backend: ``auto`` (the numba kernel where it applies), ``torch`` or ``numba``.
+    """
+    if backend not in ("auto", "torch", "numba"):
+        raise ValueError(f"backend must be auto, torch or numba, not {backend!r}")
+    a = terms.a
+    usable = a.device.type == "cpu" and a.dtype in _KERNEL_DTYPES and s_vec.dtype == a.dtype
+    if backend == "numba" or (backend == "auto" and usable):
+        kernel = _load_kernel()
+        if kernel:
+            if not usable:
+                raise ValueError("the numba kernel needs CPU float32/float64 tensors")
+            return _factors_numba(kernel, terms, first, s_vec)
+        if backend == "numba":
+            raise ImportError("backend='numba' needs the numba package")
+    return _factors_torch(terms, first, s_vec)
+
+
+def _factors_torch(terms, first, s_vec):
+    with torch.no_grad():
+        t_len, b, n = terms.a.shape
+        g = terms.a * (~first).to(terms.a.dtype).unsqueeze(-1)
+        # P_s by one reverse sweep (faster on CPU than flip/cumprod/flip).
+        p = torch.empty_like(g)
+        p[-1] = 1.0
+        for s in range(t_len - 1, 0, -1):
+            torch.mul(p[s], g[s], out=p[s - 1])
+        p0 = p[0] * g[0]
+        keys = list(terms.matrix)
+        pu = torch.empty(t_len, b, len(keys), n, dtype=g.dtype, device=g.device)
+        for j, key in enumerate(keys):
+            torch.mul(p, terms.matrix[key], out=pu[:, :, j])
+        new_vec = s_vec * p0[:, None, :]
+        # Vector terms share factors (c_prev for w_z and w_f, 1 for the biases): one
+        # reduction over time per distinct factor, for all matrix keys at once.
+        sums: dict[int, torch.Tensor] = {}
+        for j, (key, factor) in enumerate(terms.vector.values()):
+            fid = id(factor)
+            if fid not in sums:
+                sums[fid] = (pu if factor is None else pu * factor.unsqueeze(2)).sum(0)
+            new_vec[:, j] += sums[fid][:, keys.index(key)]
+    return pu, p0, new_vec
+
+
+def _factors_numba(kernel, terms, first, s_vec):
+    import numpy as np
+
+    t_len, b, n = terms.a.shape
+    keys = list(terms.matrix)
+    us = tuple(terms.matrix[k].contiguous().numpy() for k in keys)
+    factors: list = []
+    ids: dict[int, int] = {}
+    key_idx, factor_idx = [], []
+    for key, factor in terms.vector.values():
+        key_idx.append(keys.index(key))
+        if factor is None:
+            factor_idx.append(-1)
+            continue
+        if id(factor) not in ids:
+            ids[id(factor)] = len(factors)
+            factors.append(factor.contiguous().numpy())
+        factor_idx.append(ids[id(factor)])
+    if not factors:  # numba needs a typed, non-empty tuple; this one is never read
+        factors.append(us[0])
+    dtype = terms.a.dtype
+    pu = torch.empty(t_len, b, len(keys), n, dtype=dtype)
+    p0 = torch.empty(b, n, dtype=dtype)
+    new_vec = torch.empty(s_vec.shape, dtype=dtype)
+    kernel(terms.a.contiguous().numpy(), (~first).to(dtype).contiguous().numpy(), us,
+           tuple(factors), np.asarray(key_idx, dtype=np.int64),
+           np.asarray(factor_idx, dtype=np.int64), s_vec.contiguous().numpy(), pu.numpy(),
+           p0.numpy(), new_vec.numpy())
+    return pu, p0, new_vec
+
+
+def _load_kernel():
+    global _kernel
+    if _kernel is None:
+        try:
+            import numba
+        except ImportError:
+            log.info("numba not installed: RTRL uses the PyTorch form of the chunk factors")
+            _kernel = False
+        else:
+            _kernel = numba.njit(cache=True, nogil=True)(_sweep)
+    return _kernel
+
+
+def _sweep(a, keep, us, factors, key_idx, factor_idx, s_vec, pu, p, new_vec):  # pragma: no cover
+    """The fused pass (compiled by numba; plain numpy semantics). Loops run backwards in
+    time with the unit axis innermost, so every inner loop is a contiguous vector loop."""
+    t_len, b_len, n_len = a.shape
+    p[:] = 1.0
+    new_vec[:] = 0.0
+    for s in range(t_len - 1, -1, -1):
+        for b in range(b_len):
+            for j in range(len(us)):
+                u = us[j]
+                for n in range(n_len):
+                    pu[s, b, j, n] = p[b, n] * u[s, b, n]
+            for v in range(key_idx.shape[0]):
+                j = key_idx[v]
+                if factor_idx[v] < 0:
+                    for n in range(n_len):
+                        new_vec[b, v, n] += pu[s, b, j, n]
+                else:
+                    f = factors[factor_idx[v]]
+                    for n in range(n_len):
+                        new_vec[b, v, n] += pu[s, b, j, n] * f[s, b, n]
+            k = keep[s, b]
+            for n in range(n_len):
+                p[b, n] *= a[s, b, n] * k
+    for b in range(b_len):
+        for v in range(key_idx.shape[0]):
+            for n in range(n_len):
+                new_vec[b, v, n] += s_vec[b, v, n] * p[b, n]
