@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
-_kernel = None  # the compiled numba function, once built; False if numba is unavailable
+_kernels = None  # the compiled numba functions, once built; False if numba is unavailable
 
 
 def chunk_factors(
@@ -41,14 +42,19 @@ def chunk_factors(
     """
     if backend not in ("auto", "torch", "numba"):
         raise ValueError(f"backend must be auto, torch or numba, not {backend!r}")
-    a = terms.a
-    usable = a.device.type == "cpu" and a.dtype in _KERNEL_DTYPES and s_vec.dtype == a.dtype
+    from rtrl_rl.models.cells import ELSTMTerms
+
+    elstm = isinstance(terms, ELSTMTerms)
+    ref = terms.z if elstm else terms.a  # (the eLSTM's a is derived on access)
+    usable = ref.device.type == "cpu" and ref.dtype in _KERNEL_DTYPES and s_vec.dtype == ref.dtype
     if backend == "numba" or (backend == "auto" and usable):
-        kernel = _load_kernel()
-        if kernel:
+        kernels = _load_kernels()
+        if kernels:
             if not usable:
                 raise ValueError("the numba kernel needs CPU float32/float64 tensors")
-            return _factors_numba(kernel, terms, first, s_vec)
+            if elstm:
+                return _factors_numba_elstm(kernels[1], terms, first, s_vec)
+            return _factors_numba(kernels[0], terms, first, s_vec)
         if backend == "numba":
             raise ImportError("backend='numba' needs the numba package")
     return _factors_torch(terms, first, s_vec)
@@ -81,8 +87,6 @@ def _factors_torch(terms, first, s_vec):
 
 
 def _factors_numba(kernel, terms, first, s_vec):
-    import numpy as np
-
     t_len, b, n = terms.a.shape
     keys = list(terms.matrix)
     us = tuple(terms.matrix[k].contiguous().numpy() for k in keys)
@@ -111,17 +115,33 @@ def _factors_numba(kernel, terms, first, s_vec):
     return pu, p0, new_vec
 
 
-def _load_kernel():
-    global _kernel
-    if _kernel is None:
+def _factors_numba_elstm(kernel, terms, first, s_vec):
+    """The eLSTM's terms computed inside the sweep from ``c_prev, z, f`` (see ELSTMTerms):
+    no ``a``, ``zeta``, ``phi`` tensors at all."""
+    t_len, b, n = terms.z.shape
+    dtype = terms.z.dtype
+    pu = torch.empty(t_len, b, 2, n, dtype=dtype)
+    p0 = torch.empty(b, n, dtype=dtype)
+    new_vec = torch.empty(s_vec.shape, dtype=dtype)
+    kernel(terms.c_prev.contiguous().numpy(), terms.z.contiguous().numpy(),
+           terms.f.contiguous().numpy(), terms.w_z.numpy(), terms.w_f.numpy(),
+           (~first).to(dtype).contiguous().numpy(), s_vec.contiguous().numpy(), pu.numpy(),
+           p0.numpy(), new_vec.numpy())
+    return pu, p0, new_vec
+
+
+def _load_kernels():
+    global _kernels
+    if _kernels is None:
         try:
             import numba
         except ImportError:
             log.info("numba not installed: RTRL uses the PyTorch form of the chunk factors")
-            _kernel = False
+            _kernels = False
         else:
-            _kernel = numba.njit(cache=True, nogil=True)(_sweep)
-    return _kernel
+            jit = numba.njit(cache=True, nogil=True)
+            _kernels = (jit(_sweep), jit(_sweep_elstm))
+    return _kernels
 
 
 def _sweep(a, keep, us, factors, key_idx, factor_idx, s_vec, pu, p, new_vec):  # pragma: no cover
@@ -150,5 +170,44 @@ def _sweep(a, keep, us, factors, key_idx, factor_idx, s_vec, pu, p, new_vec):  #
                 p[b, n] *= a[s, b, n] * k
     for b in range(b_len):
         for v in range(key_idx.shape[0]):
+            for n in range(n_len):
+                new_vec[b, v, n] += s_vec[b, v, n] * p[b, n]
+
+
+def _sweep_elstm(c_prev, z, f, w_z, w_f, keep, s_vec, pu, p, new_vec):  # pragma: no cover
+    """``_sweep`` for the eLSTM, with its terms inlined (ELSTMTerms has the formulas);
+    vector order w_z, w_f, b_z, b_f. One store per inner loop, and no float64 constants,
+    so that every inner loop vectorises."""
+    t_len, b_len, n_len = z.shape
+    one = np.ones(1, z.dtype)[0]
+    zeta = np.empty(n_len, z.dtype)
+    phi = np.empty(n_len, z.dtype)
+    p[:] = one
+    new_vec[:] = 0
+    for s in range(t_len - 1, -1, -1):
+        for b in range(b_len):
+            zz, ff, cp = z[s, b], f[s, b], c_prev[s, b]
+            for n in range(n_len):
+                zeta[n] = (one - ff[n]) * (one - zz[n] * zz[n])
+            for n in range(n_len):
+                phi[n] = (cp[n] - zz[n]) * ff[n] * (one - ff[n])
+            pz, pf = pu[s, b, 0], pu[s, b, 1]
+            for n in range(n_len):
+                pz[n] = p[b, n] * zeta[n]
+            for n in range(n_len):
+                pf[n] = p[b, n] * phi[n]
+            for n in range(n_len):
+                new_vec[b, 0, n] += pz[n] * cp[n]
+            for n in range(n_len):
+                new_vec[b, 1, n] += pf[n] * cp[n]
+            for n in range(n_len):
+                new_vec[b, 2, n] += pz[n]
+            for n in range(n_len):
+                new_vec[b, 3, n] += pf[n]
+            k = keep[s, b]
+            for n in range(n_len):
+                p[b, n] *= (ff[n] + w_z[n] * zeta[n] + w_f[n] * phi[n]) * k
+    for b in range(b_len):
+        for v in range(4):
             for n in range(n_len):
                 new_vec[b, v, n] += s_vec[b, v, n] * p[b, n]

@@ -214,8 +214,7 @@ class RTRL(TemporalGrad):
             inject = _Injection.apply(
                 s_mat, s_vec, holder, *(params[p] for p in mats), *(params[p] for p in vecs))
             h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
-            assert terms is not None and list(terms.matrix) == mats
-            assert list(terms.vector) == vecs
+            assert terms is not None and terms.keys() == (mats, vecs)
             spare = self._spare.get(k) if ids is None else None
             update, new_vec = propagate_sensitivities(terms, out, first, s_mat, s_vec, spare)
             if ids is None:

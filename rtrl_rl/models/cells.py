@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -37,6 +38,53 @@ class ElementwiseTerms:
     a: torch.Tensor
     matrix: dict[str, torch.Tensor]
     vector: dict[str, tuple[str, torch.Tensor | None]]
+
+    def keys(self) -> tuple[list[str], list[str]]:
+        """The matrix and the vector parameter names, in order."""
+        return list(self.matrix), list(self.vector)
+
+
+class ELSTMTerms(ElementwiseTerms):
+    """The eLSTM's terms, kept as ``c_prev, z, f [T, B, N]`` (detached) and ``w_z, w_f [N]``
+    (copies). ``a``, ``matrix`` and ``vector`` are derived on first access; the fused CPU
+    kernel of the RTRL factors (``rtrl_rl.grad.factors``) reads the raw quantities instead
+    and never materialises them.
+
+    With ``zeta = (1 - f)(1 - z^2) = dc/d(pre_z)`` and ``phi = (c_prev - z) f (1 - f) =
+    dc/d(pre_f)``: ``a = f + w_z zeta + w_f phi``, the ``W_z / W_f`` terms are ``zeta / phi``,
+    and the ``w`` terms carry the factor ``c_prev`` (the biases none).
+    """
+
+    def __init__(self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor,
+                 w_z: torch.Tensor, w_f: torch.Tensor) -> None:  # no dataclass __init__
+        self.c_prev, self.z, self.f, self.w_z, self.w_f = c_prev, z, f, w_z, w_f
+
+    def keys(self) -> tuple[list[str], list[str]]:
+        return ["W_z", "W_f"], ["w_z", "w_f", "b_z", "b_f"]
+
+    @cached_property
+    def _derived(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            z, f = self.z, self.f
+            one_minus_f = 1.0 - f
+            zeta = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), z, z,
+                                 value=-1.0).mul_(one_minus_f)
+            phi = (self.c_prev - z).mul_(f).mul_(one_minus_f)
+            a = torch.addcmul(f, zeta, self.w_z).addcmul_(phi, self.w_f)
+        return a, zeta, phi
+
+    @property
+    def a(self) -> torch.Tensor:  # type: ignore[override]
+        return self._derived[0]
+
+    @property
+    def matrix(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {"W_z": self._derived[1], "W_f": self._derived[2]}
+
+    @property
+    def vector(self) -> dict[str, tuple[str, torch.Tensor | None]]:  # type: ignore[override]
+        return {"w_z": ("W_z", self.c_prev), "w_f": ("W_f", self.c_prev),
+                "b_z": ("W_z", None), "b_f": ("W_f", None)}
 
 
 def _mask(first_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -125,22 +173,9 @@ class ELSTMLayer(nn.Module):
                 terms = self.terms(torch.stack(cprevs), torch.stack(zs), torch.stack(fs))
         return h, c, terms
 
-    @torch.no_grad()
-    def terms(
-        self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor
-    ) -> ElementwiseTerms:
+    def terms(self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor) -> ELSTMTerms:
         """RTRL terms from the (masked) previous cell and the gates, all ``[T, B, N]``."""
-        one_minus_f = 1.0 - f
-        zeta = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), z, z, value=-1.0)
-        zeta.mul_(one_minus_f)  # (1 - f)(1 - z^2) = dc_t / d(pre_z)
-        phi = (c_prev - z).mul_(f).mul_(one_minus_f)  # (c_prev - z) f (1 - f) = dc_t / d(pre_f)
-        a = torch.addcmul(f, zeta, self.w_z).addcmul_(phi, self.w_f)
-        return ElementwiseTerms(
-            a=a,
-            matrix={"W_z": zeta, "W_f": phi},
-            vector={"w_z": ("W_z", c_prev), "w_f": ("W_f", c_prev), "b_z": ("W_z", None),
-                    "b_f": ("W_f", None)},
-        )
+        return ELSTMTerms(c_prev, z, f, self.w_z.detach().clone(), self.w_f.detach().clone())
 
 
 class Core(nn.Module, ABC):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rtrl_rl.grad.factors import chunk_factors
-from rtrl_rl.models.cells import ElementwiseTerms
+from rtrl_rl.models.cells import ElementwiseTerms, ELSTMTerms
 
 T, B, N, V = 7, 3, 5, 4
 
@@ -79,3 +79,27 @@ def test_chunk_factors_rejects_unknown_backend():
     terms, first, s_vec = random_terms()
     with pytest.raises(ValueError, match="backend"):
         chunk_factors(terms, first, s_vec, backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_elstm_fused_kernel_matches_derived_terms(dtype):
+    """The eLSTM kernel computes its terms inline from c_prev, z, f; the PyTorch form uses
+    ELSTMTerms' derived a / matrix / vector (and is checked against the definition above)."""
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(2)
+    z = torch.rand(T, B, N, generator=g, dtype=dtype) * 2 - 1
+    f = torch.rand(T, B, N, generator=g, dtype=dtype)
+    terms = ELSTMTerms(torch.randn(T, B, N, generator=g, dtype=dtype), z, f,
+                       torch.randn(N, generator=g, dtype=dtype),
+                       torch.randn(N, generator=g, dtype=dtype))
+    first = torch.rand(T, B, generator=g) < 0.2
+    s_vec = torch.randn(B, V, N, generator=g, dtype=dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    plain = ElementwiseTerms(a=terms.a, matrix=terms.matrix, vector=terms.vector)
+    want = by_definition(plain, first, s_vec.double()) if dtype == torch.float64 else \
+        chunk_factors(plain, first, s_vec, backend="torch")
+    for name, backend in (("fused", "numba"), ("torch", "torch")):
+        got = chunk_factors(terms, first, s_vec, backend=backend)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == dtype
+            assert torch.allclose(a, b.to(dtype), atol=tol, rtol=tol), name
