@@ -60,6 +60,19 @@ def chunk_factors(
     return _factors_torch(terms, first, s_vec)
 
 
+def warm_up(dtype: torch.dtype = torch.float32) -> bool:
+    """Load (or compile, the first time on a machine) the eLSTM kernel for ``dtype`` now
+    rather than inside the first update; returns whether the kernel is available."""
+    from rtrl_rl.models.cells import ELSTMTerms
+
+    if dtype not in _KERNEL_DTYPES or not _load_kernels():
+        return False
+    c, w = torch.zeros(1, 1, 1, dtype=dtype), torch.zeros(1, dtype=dtype)
+    chunk_factors(ELSTMTerms(c, c, c, w, w), torch.zeros(1, 1, dtype=torch.bool),
+                  torch.zeros(1, 4, 1, dtype=dtype), backend="numba")
+    return True
+
+
 def _factors_torch(terms, first, s_vec):
     with torch.no_grad():
         t_len, b, n = terms.a.shape

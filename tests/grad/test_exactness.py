@@ -186,8 +186,8 @@ def test_feedforward_core_runs_with_every_grad(grad_name):
 
 
 def test_rtrl_exact_with_blocked_injection_backward():
-    """10 streams: the fused backward runs blocks of 4, 4 and a short block of 2."""
-    x, first, readout = random_problem(T_CHUNK * N_CHUNKS, 10, I, N, seed=5, p_first=0.12)
+    """11 streams: the fused backward runs full blocks of streams and a short last one."""
+    x, first, readout = random_problem(T_CHUNK * N_CHUNKS, 11, I, N, seed=5, p_first=0.12)
     core = make_elstm()
     chunked, _ = run_chunks(core, "rtrl", x, first, readout, T_CHUNK)
     assert max_err(chunked, full_bptt(core, x, first, readout)) < 1e-9
