@@ -38,7 +38,7 @@ import torch
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.grad.factors import chunk_factors, warm_up
-from rtrl_rl.models.cells import Core, ElementwiseTerms
+from rtrl_rl.models.cells import Core
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +47,34 @@ ELEMENTWISE_CORES = "elstm (any number of layers) and none (feed-forward)"
 
 class _Update:
     """The end-of-chunk update of the matrix sensitivities, ``S_T = P_0 * S_0 + X^T (P u)``,
-    done a block of streams at a time so each block of ``S_0`` is read once while it is in
-    cache. It runs inside the injection's backward (which reads ``S_0`` anyway), or, if no
-    backward reaches the injection, when the carried state is next needed.
+    in place on ``S_0``, a block of streams at a time so that each block is read from memory
+    once. It runs inside the injection's backward right after that block was read for the
+    gradient, or, if no backward reaches the injection, when the carried state is next
+    needed. (Autograd's version counter then stops a second backward through the same
+    injection, which would otherwise read ``S_T`` for ``S_0``.)
 
-    x ``[T, B, I]``; pu ``[T, B, M, N]``; p0 ``[B, N]``; s_mat / out ``[B, I, M, N]``.
+    x ``[T, B, I]``; pu ``[T, B, M, N]``; p0 ``[B, N]``; s_mat ``[B, I, M, N]``.
     """
 
-    def __init__(self, x, pu, p0, s_mat, out):
-        self.x, self.pu, self.p0, self.s_mat, self.out = x, pu, p0, s_mat, out
+    def __init__(self, x, pu, p0, s_mat):
+        self.x, self.pu, self.p0, self.s_mat = x, pu, p0, s_mat
         self.done = False
 
     def block(self, lo: int, hi: int) -> None:
         t_len, _, m, n = self.pu.shape
-        out = self.out[lo:hi]
-        torch.mul(self.s_mat[lo:hi], self.p0[lo:hi, None, None, :], out=out)
-        out.view(hi - lo, -1, m * n).baddbmm_(
+        s = self.s_mat[lo:hi]
+        s.mul_(self.p0[lo:hi, None, None, :])
+        s.view(hi - lo, -1, m * n).baddbmm_(
             self.x[:, lo:hi].permute(1, 2, 0), self.pu[:, lo:hi].reshape(t_len, hi - lo, m * n)
             .transpose(0, 1))
 
     def run(self) -> torch.Tensor:
         if not self.done:
             with torch.no_grad():
-                for lo in range(0, self.out.shape[0], _BLOCK):
-                    self.block(lo, min(lo + _BLOCK, self.out.shape[0]))
+                for lo in range(0, self.s_mat.shape[0], _BLOCK):
+                    self.block(lo, min(lo + _BLOCK, self.s_mat.shape[0]))
             self.done = True
-        return self.out
+        return self.s_mat
 
 
 #: Streams per block in the fused backward. Blocks of [2, I, M, N] (1 MB at I=257, N=256)
@@ -121,29 +123,6 @@ class _Injection(torch.autograd.Function):
         return (None, None, None, *g_mat, *g_vec.unbind(0))
 
 
-def propagate_sensitivities(
-    terms: ElementwiseTerms,
-    x: torch.Tensor,
-    first: torch.Tensor,
-    s_mat: torch.Tensor,
-    s_vec: torch.Tensor,
-    out: torch.Tensor | None = None,
-) -> tuple[_Update, torch.Tensor]:
-    """Carry sensitivities from the chunk's start to its end (no autograd).
-
-    terms: from the layer, ``[T, B, N]`` each; x: layer input ``[T, B, I]``; first ``[T, B]``;
-    s_mat ``[B, I, M, N]`` (entry ``[b, i, j, n]`` is ``dc[b, n] / dtheta_j[n, i]``) and
-    s_vec ``[B, V, N]`` at the chunk's start, in the order of ``terms.matrix`` /
-    ``terms.vector``. Returns the vector sensitivities at the chunk's end and the pending
-    update of the matrix ones (``.run()`` gives them), which writes into ``out`` when given
-    (a buffer shaped like ``s_mat``, not ``s_mat`` itself).
-    """
-    pu, p0, new_vec = chunk_factors(terms, first, s_vec)
-    if out is None or out.shape != s_mat.shape or out.dtype != s_mat.dtype:
-        out = torch.empty_like(s_mat)
-    return _Update(x.detach(), pu, p0, s_mat, out), new_vec
-
-
 class RTRL(TemporalGrad):
     """Exact (for one layer) untruncated RTRL, at about the cost of truncated BPTT."""
 
@@ -171,10 +150,6 @@ class RTRL(TemporalGrad):
         param = next(core.parameters(), None)
         if param is not None and param.device.type == "cpu":
             warm_up(param.dtype)  # the CPU kernel's JIT load, here rather than in update 1
-        # Per layer, the previous chunk's starting sensitivities: its backward has run by
-        # the next unroll, so the end-of-chunk update writes into them (no fresh 10+ MB
-        # allocation per update) while the current ones stay intact for this backward.
-        self._spare: dict[int, torch.Tensor] = {}
         # Per layer, the update of the matrix sensitivities of the last chunk, until it ran.
         self._pending: dict[int, _Update] = {}
 
@@ -195,7 +170,6 @@ class RTRL(TemporalGrad):
             self._s_mat[0].dtype == like.dtype
         ):
             return
-        self._spare.clear()
         if self._s_mat:  # moved device/dtype: keep values
             self._s_mat = [s.to(like) for s in self._s_mat]
             self._s_vec = [s.to(like) for s in self._s_vec]
@@ -226,15 +200,14 @@ class RTRL(TemporalGrad):
                 s_mat, s_vec, holder, *(params[p] for p in mats), *(params[p] for p in vecs))
             h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
             assert terms is not None and terms.keys() == (mats, vecs)
-            spare = self._spare.get(k) if ids is None else None
-            update, new_vec = propagate_sensitivities(terms, out, first, s_mat, s_vec, spare)
+            pu, p0, new_vec = chunk_factors(terms, first, s_vec)
             if ids is None:
+                update = _Update(out.detach(), pu, p0, s_mat)
                 holder.append(update)
-                self._spare[k] = self._s_mat[k]
                 self._pending[k] = update
                 self._s_vec[k] = new_vec
-            else:
-                new_mat = update.run()
+            else:  # s_mat is a gathered copy, which this chunk's backward still reads
+                new_mat = _Update(out.detach(), pu, p0, s_mat.clone()).run()
                 self._s_mat[k] = self._s_mat[k].index_copy(0, ids, new_mat)
                 self._s_vec[k] = self._s_vec[k].index_copy(0, ids, new_vec)
             out = h
@@ -243,7 +216,7 @@ class RTRL(TemporalGrad):
 
     def sensitivities(self) -> list[dict[str, torch.Tensor]]:
         """Per layer: name -> a copy of the carried sensitivity (``[S, N, I]`` or ``[S, N]``);
-        copies, because the buffers are recycled by later chunks."""
+        copies, because the buffers are updated in place by later chunks."""
         self._sync()
         result = []
         for k, layer in enumerate(self.layers):
@@ -259,7 +232,7 @@ class RTRL(TemporalGrad):
         self._sync()
         out = {}
         for k in range(len(self._s_mat)):
-            out[f"layer{k}.s_mat"] = self._s_mat[k].clone()  # the buffer is recycled later
+            out[f"layer{k}.s_mat"] = self._s_mat[k].clone()  # updated in place later
             out[f"layer{k}.s_vec"] = self._s_vec[k].clone()
         return out
 
@@ -271,7 +244,6 @@ class RTRL(TemporalGrad):
             raise ValueError(
                 f"RTRL state has keys {sorted(state)}, expected {sorted(expected)}"
             )
-        self._spare.clear()
         self._s_mat = [state[f"layer{k}.s_mat"].clone() for k in range(n)] if state else []
         self._s_vec = [state[f"layer{k}.s_vec"].clone() for k in range(n)] if state else []
 

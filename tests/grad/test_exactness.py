@@ -211,3 +211,19 @@ def test_sensitivities_advance_without_backward(problem, no_grad):
     for k in range(2):
         for name, v in want[k].items():
             assert torch.allclose(got[k][name], v, atol=1e-12, rtol=0), (k, name)
+
+
+def test_second_backward_through_a_chunk_is_refused(problem):
+    """The update overwrites S_0 in place during the first backward, so a second backward
+    through the same chunk (retain_graph) must fail loudly rather than use S_T for S_0."""
+    x, first, readout = problem
+    core = make_elstm()
+    grad = make_grad("rtrl", core, B)
+    state = core.initial_state(B, dtype=x.dtype)
+    for k in range(2):
+        sl = slice(k * T_CHUNK, (k + 1) * T_CHUNK)
+        h, state = grad.unroll(x[sl], state.detach(), first[sl])
+        loss = chunk_loss(h, readout[sl])
+        loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
