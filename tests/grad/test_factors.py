@@ -55,51 +55,49 @@ def by_definition(terms, first, s_vec):
     return pu, p0, new_vec
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
-def test_chunk_factors_match_definition(backend):
-    pytest.importorskip("numba") if backend == "numba" else None
+def test_torch_form_matches_definition_for_generic_terms():
     terms, first, s_vec = random_terms()
-    got = chunk_factors(terms, first, s_vec, backend=backend)
+    got = chunk_factors(terms, first, s_vec)  # generic terms always take the PyTorch form
     for g, w, name in zip(got, by_definition(terms, first, s_vec), ("pu", "p0", "new_vec"),
                           strict=True):
         assert g.dtype == torch.float64
         assert torch.allclose(g, w, atol=1e-12, rtol=0), name
 
 
-def test_numba_kernel_float32_matches_torch():
-    pytest.importorskip("numba")
-    terms, first, s_vec = random_terms(torch.float32, seed=1)
-    for g, w in zip(chunk_factors(terms, first, s_vec, backend="numba"),
-                    chunk_factors(terms, first, s_vec, backend="torch"), strict=True):
-        assert g.dtype == torch.float32
-        assert torch.allclose(g, w, atol=1e-5, rtol=1e-5)
-
-
-def test_chunk_factors_rejects_unknown_backend():
-    terms, first, s_vec = random_terms()
-    with pytest.raises(ValueError, match="backend"):
-        chunk_factors(terms, first, s_vec, backend="cuda")
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_elstm_fused_kernel_matches_derived_terms(dtype):
-    """The eLSTM kernel computes its terms inline from c_prev, z, f; the PyTorch form uses
-    ELSTMTerms' derived a / matrix / vector (and is checked against the definition above)."""
-    pytest.importorskip("numba")
-    g = torch.Generator().manual_seed(2)
+def random_elstm_terms(dtype, seed=2):
+    g = torch.Generator().manual_seed(seed)
     z = torch.rand(T, B, N, generator=g, dtype=dtype) * 2 - 1
     f = torch.rand(T, B, N, generator=g, dtype=dtype)
     terms = ELSTMTerms(torch.randn(T, B, N, generator=g, dtype=dtype), z, f,
                        torch.randn(N, generator=g, dtype=dtype),
                        torch.randn(N, generator=g, dtype=dtype))
     first = torch.rand(T, B, generator=g) < 0.2
-    s_vec = torch.randn(B, V, N, generator=g, dtype=dtype)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    first[3, 1] = True
+    return terms, first, torch.randn(B, V, N, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_elstm_fused_kernel_matches_definition(dtype):
+    """The kernel computes the eLSTM's terms inline from c_prev, z, f; the oracle takes
+    ELSTMTerms' derived a / matrix / vector through the definition (float64) or the PyTorch
+    form (float32, whose summation order differs)."""
+    pytest.importorskip("numba")
+    terms, first, s_vec = random_elstm_terms(dtype)
     plain = ElementwiseTerms(a=terms.a, matrix=terms.matrix, vector=terms.vector)
-    want = by_definition(plain, first, s_vec.double()) if dtype == torch.float64 else \
-        chunk_factors(plain, first, s_vec, backend="torch")
-    for name, backend in (("fused", "numba"), ("torch", "torch")):
+    if dtype == torch.float64:
+        want, tol = by_definition(plain, first, s_vec), 1e-12
+    else:
+        want, tol = chunk_factors(plain, first, s_vec, backend="torch"), 1e-5
+    for backend in ("numba", "torch"):
         got = chunk_factors(terms, first, s_vec, backend=backend)
-        for a, b in zip(got, want, strict=True):
+        for a, b, name in zip(got, want, ("pu", "p0", "new_vec"), strict=True):
             assert a.dtype == dtype
-            assert torch.allclose(a, b.to(dtype), atol=tol, rtol=tol), name
+            assert torch.allclose(a, b, atol=tol, rtol=tol), (backend, name)
+
+
+def test_chunk_factors_rejects_bad_backend():
+    terms, first, s_vec = random_terms()
+    with pytest.raises(ValueError, match="backend"):
+        chunk_factors(terms, first, s_vec, backend="cuda")
+    with pytest.raises(ValueError, match="eLSTM terms"):
+        chunk_factors(terms, first, s_vec, backend="numba")
