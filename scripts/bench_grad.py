@@ -1,15 +1,19 @@
 """Time and peak memory of one learner update for each temporal-gradient module.
 
 An update is: core forward over a chunk [T, B, I] (with the RTRL injection where it applies),
-a linear readout loss, backward, and the sensitivity update. Each row runs in a fresh
-subprocess so that peak memory is measured cleanly:
-- CPU: peak resident-set growth over the process's footprint before the first update;
-- CUDA: torch.cuda.max_memory_allocated.
+a linear readout loss, backward, and the sensitivity update. For each grid point:
+- times: bptt, rtrl and one_step run in one subprocess, one update of each in turn, so that
+  all three see the same machine state (this shared VM drifts by 20-30% within a minute,
+  which swamped ratios taken from separate processes). ms/update is each method's median;
+  "vs bptt" is the median over rounds of the per-round ratio. --repeat runs this in that
+  many fresh subprocesses and takes medians.
+- peak memory, and the slow step-by-step reference's time: one fresh subprocess per method.
+  CPU: peak resident-set growth over the process's footprint before the first update;
+  CUDA: torch.cuda.max_memory_allocated.
 
     python scripts/bench_grad.py --quick                 # B=32, T=50, N=256 (< 1 min)
     python scripts/bench_grad.py --json bench_grad.json  # the full grid
     python scripts/bench_grad.py --device cuda
-    python scripts/bench_grad.py --quick --paired --reps 40   # methods interleaved in one process
 """
 
 from __future__ import annotations
@@ -122,41 +126,34 @@ def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: st
     }
 
 
-def run_row(method, b, t, n, i, device, reps) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, str(b), str(t), str(n), str(i),
-           device, str(reps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _subprocess(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                         check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"{method} B={b} T={t} N={n} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def paired(grid: list[tuple[int, int]], b: int, i: int, args: argparse.Namespace) -> None:
-    """``--paired``: one subprocess per grid point, methods interleaved round by round."""
-    from rich.console import Console
-    from rich.table import Table
-
-    methods = ["bptt", "rtrl", "one_step"]
+def grid_point(t: int, n: int, b: int, i: int, methods: list[str], args) -> list[dict]:
+    """Rows for one (T, N): paired times for the fast methods, a fresh process per method for
+    peak memory (and for the reference's time)."""
+    fast = [m for m in ("bptt", "rtrl", "one_step") if m in methods]
+    if fast and fast[0] != "bptt":
+        fast.insert(0, "bptt")  # the ratios' baseline
+    runs = [_subprocess("--paired-worker", ",".join(fast), str(b), str(t), str(n), str(i),
+                        args.device, str(args.reps)) for _ in range(args.repeat if fast else 0)]
     rows = []
-    for t, n in grid:
-        cmd = [sys.executable, __file__, "--paired-worker", ",".join(methods), str(b), str(t),
-               str(n), str(i), args.device, str(args.reps)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise RuntimeError(f"paired T={t} N={n} failed:\n{out.stderr[-2000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    table = Table(title=f"paired: {args.reps} rounds of one update per method, medians")
-    for col in ("T", "N", "bptt ms", "rtrl ms", "one_step ms", "rtrl / bptt (per round)"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        ms = r["ms_per_update"]
-        table.add_row(str(r["T"]), str(r["N"]), f"{ms['bptt']:.1f}", f"{ms['rtrl']:.1f}",
-                      f"{ms['one_step']:.1f}", f"{r['ratio_to_bptt']['rtrl']:.3f}")
-    Console().print(table)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-        print(f"wrote {args.json}")
+    for m in methods:
+        reps = max(2, args.reps // 5) if m == "rtrl_reference" else 2
+        row = _subprocess("--worker", m, str(b), str(t), str(n), str(i), args.device, str(reps))
+        if m in fast:
+            row["ms_per_update"] = round(statistics.median(
+                r["ms_per_update"][m] for r in runs), 2)
+            row["ratio_to_bptt"] = round(statistics.median(
+                r["ratio_to_bptt"][m] for r in runs), 3)
+            row["paired_runs"] = len(runs)
+        rows.append(row)
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:
@@ -168,10 +165,17 @@ def print_table(rows: list[dict]) -> None:
         table.add_column(col, justify="right")
     bptt = {(r["T"], r["N"]): r["ms_per_update"] for r in rows if r["method"] == "bptt"}
     for r in rows:
-        ref = bptt.get((r["T"], r["N"]))
-        ratio = f"{r['ms_per_update'] / ref:.2f}x" if ref else "-"
+        ratio = r.get("ratio_to_bptt")
+        if ratio is None and (r["T"], r["N"]) in bptt:  # the reference: a plain ratio
+            ratio = r["ms_per_update"] / bptt[(r["T"], r["N"])]
         table.add_row(r["method"], str(r["B"]), str(r["T"]), str(r["N"]), str(r["I"]),
-                      f"{r['ms_per_update']:.1f}", f"{r['peak_mb']:.0f}", ratio)
+                      f"{r['ms_per_update']:.1f}", f"{r['peak_mb']:.0f}",
+                      "-" if ratio is None else f"{ratio:.2f}x")
+    ms = {(r["method"], r["T"], r["N"]): r["ms_per_update"] for r in rows}
+    speedups = [f"T={t} N={n}: {ms[('rtrl_reference', t, n)] / v:.1f}x"
+                for (m, t, n), v in ms.items() if m == "rtrl" and ("rtrl_reference", t, n) in ms]
+    if speedups:
+        table.caption = "step-by-step reference / chunked rtrl: " + ", ".join(speedups)
     Console().print(table)
 
 
@@ -189,44 +193,27 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="only B=32, T=50, N=256")
     ap.add_argument("--json", metavar="PATH", help="write the rows here")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=30,
+                    help="rounds per paired run (the reference gets a fifth of them)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--repeat", type=int, default=3,
-                    help="run the grid this many times, interleaved, and report medians "
-                         "(shared VMs drift by 30%% between minutes)")
-    ap.add_argument("--paired", action="store_true",
-                    help="time bptt, rtrl and one_step in one process, an update of each in "
-                         "turn, and report per-round ratios to bptt (no peak memory)")
+                    help="paired runs per grid point, each in a fresh process; medians")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     b, i = 32, 257
     grid = [(50, 256)] if args.quick else [(t, n) for n in (128, 256, 512) for t in (10, 50, 100)]
-    if args.paired:
-        paired(grid, b, i, args)
-        return
-    methods = args.methods.split(",")
-    runs: dict[tuple, list[dict]] = {}
     from rich.progress import Progress
 
+    rows: list[dict] = []
     with Progress(transient=True) as progress:
-        task = progress.add_task("benchmarking", total=len(grid) * len(methods) * args.repeat)
-        for rep in range(args.repeat):
-            for t, n in grid:
-                for m in methods:
-                    progress.update(task, description=f"[{rep + 1}/{args.repeat}] {m} T={t} N={n}")
-                    reps = max(2, args.reps // 2) if m == "rtrl_reference" else args.reps
-                    if m == "rtrl_reference" and rep > 0:  # slow and far from the bar
-                        progress.advance(task)
-                        continue
-                    runs.setdefault((m, t, n), []).append(
-                        run_row(m, b, t, n, i, args.device, reps))
-                    progress.advance(task)
-    rows = []
-    for rs in runs.values():
-        row = dict(rs[0])
-        row["ms_per_update"] = round(statistics.median(r["ms_per_update"] for r in rs), 2)
-        row["peak_mb"] = round(statistics.median(r["peak_mb"] for r in rs), 1)
-        row["repeats"] = len(rs)
-        rows.append(row)
+        task = progress.add_task("benchmarking", total=len(grid))
+        for t, n in grid:
+            progress.update(task, description=f"T={t} N={n}")
+            rows += grid_point(t, n, b, i, methods, args)
+            progress.advance(task)
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:
