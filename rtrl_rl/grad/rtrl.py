@@ -58,22 +58,27 @@ class _Update:
 
     def __init__(self, x, pu, p0, s_mat):
         self.x, self.pu, self.p0, self.s_mat = x, pu, p0, s_mat
-        self.done = False
+        self.upto = 0  # streams [0, upto) are updated (so an interrupted pass can resume)
+
+    @property
+    def done(self) -> bool:
+        return self.upto == self.s_mat.shape[0]
 
     def block(self, lo: int, hi: int) -> None:
+        """Update streams ``[lo, hi)``; blocks must come in order."""
+        assert lo == self.upto, (lo, self.upto)
         t_len, _, m, n = self.pu.shape
-        s = self.s_mat[lo:hi]
-        s.mul_(self.p0[lo:hi, None, None, :])
-        s.view(hi - lo, -1, m * n).baddbmm_(
-            self.x[:, lo:hi].permute(1, 2, 0), self.pu[:, lo:hi].reshape(t_len, hi - lo, m * n)
-            .transpose(0, 1))
+        with torch.no_grad():
+            s = self.s_mat[lo:hi]
+            s.mul_(self.p0[lo:hi, None, None, :])
+            s.view(hi - lo, -1, m * n).baddbmm_(
+                self.x[:, lo:hi].permute(1, 2, 0),
+                self.pu[:, lo:hi].reshape(t_len, hi - lo, m * n).transpose(0, 1))
+        self.upto = hi
 
     def run(self) -> torch.Tensor:
-        if not self.done:
-            with torch.no_grad():
-                for lo in range(0, self.s_mat.shape[0], _BLOCK):
-                    self.block(lo, min(lo + _BLOCK, self.s_mat.shape[0]))
-            self.done = True
+        for lo in range(self.upto, self.s_mat.shape[0], _BLOCK):
+            self.block(lo, min(lo + _BLOCK, self.s_mat.shape[0]))
         return self.s_mat
 
 
@@ -86,9 +91,10 @@ class _Injection(torch.autograd.Function):
     """Returns zeros ``[B, N]``; its backward sends ``S^T g`` to the parameters.
 
     This is ``<S, theta - sg(theta)>`` without computing a product whose value is known to
-    be zero. Inputs: s_mat ``[B, I, M, N]``, s_vec ``[B, V, N]``, the pending ``_Update``
-    (or None), then the M ``[N, I]`` matrices and the V ``[N]`` vectors themselves (passed
-    separately: no stacking copies).
+    be zero. Inputs: s_mat ``[B, I, M, N]``, s_vec ``[B, V, N]``, a list that will hold the
+    chunk's pending ``_Update`` (empty for chunks whose update runs at once), then the M
+    ``[N, I]`` matrices and the V ``[N]`` vectors themselves (passed separately: no
+    stacking copies).
     """
 
     @staticmethod
@@ -100,7 +106,7 @@ class _Injection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
-        update = ctx.update[0] if ctx.update and not ctx.update[0].done else None
+        update = ctx.update[0] if ctx.update and ctx.update[0].upto == 0 else None
         # sum_b g[b, n] * S[b, i, j, n], accumulated a block of streams at a time into a
         # cache-sized accumulator, with no [B, ...] temporary (2-3x faster on CPU than
         # multiply-then-sum, bmm or einsum). The pending sensitivity update reads the same
@@ -115,8 +121,6 @@ class _Injection(torch.autograd.Function):
                 acc[: hi - lo].addcmul_(s_mat[lo:hi], g_b[lo:hi])
             if update is not None:
                 update.block(lo, hi)
-        if update is not None:
-            update.done = True
         acc = acc.sum(0)  # [I, M, N]
         g_vec = (s_vec * g[:, None, :]).sum(0)
         g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
@@ -155,8 +159,8 @@ class RTRL(TemporalGrad):
 
     def _sync(self) -> None:
         """Finish pending updates (normally done by the backward already)."""
-        for k, update in self._pending.items():
-            self._s_mat[k] = update.run()
+        for update in self._pending.values():
+            update.run()  # in place on self._s_mat[k]
         self._pending.clear()
 
     def _layout(self, layer) -> tuple[list[str], list[str]]:
