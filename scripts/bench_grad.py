@@ -2,11 +2,11 @@
 
 An update is: core forward over a chunk [T, B, I] (with the RTRL injection where it applies),
 a linear readout loss, backward, and the sensitivity update. For each grid point:
-- times: bptt, rtrl and one_step run in one subprocess, one update of each in turn, so that
-  all three see the same machine state (this shared VM drifts by 20-30% within a minute,
-  which swamped ratios taken from separate processes). ms/update is each method's median;
-  "vs bptt" is the median over rounds of the per-round ratio. --repeat runs this in that
-  many fresh subprocesses and takes medians.
+- times: bptt, rtrl and one_step run in one subprocess, taking turns in rounds of a few
+  consecutive updates each, so that all three see the same machine state (this shared VM
+  drifts by 20-30% within a minute, which swamped ratios taken from separate processes).
+  ms/update is each method's median; "vs bptt" is the median over rounds of the per-round
+  ratio. --repeat runs this in that many fresh subprocesses and takes medians.
 - peak memory, and the slow step-by-step reference's time: one fresh subprocess per method.
   CPU: peak resident-set growth over the process's footprint before the first update;
   CUDA: torch.cuda.max_memory_allocated.
@@ -99,30 +99,38 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) 
 
 
 def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: str,
-                  reps: int) -> dict:
-    """All ``methods`` in one process, one update of each per round, so that every method
-    sees the same machine state (this VM drifts by 20-30% within a minute). Returns
-    per-method median ms and, per method, the median over rounds of its time divided by
-    the first method's time in the same round."""
+                  rounds: int, block: int) -> dict:
+    """All ``methods`` in one process, taking turns in rounds, so that every method sees the
+    same machine state (this VM drifts by 20-30% within a minute). In a round each method
+    runs one untimed update, which re-warms the caches the previous method evicted, then
+    ``block`` timed ones, as consecutive updates run in training; strict one-by-one
+    alternation flattered rtrl by 0.03-0.05, because rtrl's 17 MB of sensitivities evict
+    bptt's working set. Returns per-method median ms and, per method, the median over rounds
+    of its round time (median of its block) divided by the first method's."""
     ups = {m: _updater(m, b, t, n, i, device) for m in methods}
     for update, _ in ups.values():
         update()
-        update()
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(reps):
+    per_round: dict[str, list[float]] = {m: [] for m in methods}
+    every: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(rounds):
         for m, (update, sync) in ups.items():
-            sync()
-            t0 = time.perf_counter()
             update()
-            sync()
-            times[m].append((time.perf_counter() - t0) * 1e3)
-    base = times[methods[0]]
+            times = []
+            for _ in range(block):
+                sync()
+                t0 = time.perf_counter()
+                update()
+                sync()
+                times.append((time.perf_counter() - t0) * 1e3)
+            per_round[m].append(statistics.median(times))
+            every[m] += times
+    base = per_round[methods[0]]
     return {
-        "B": b, "T": t, "N": n, "I": i, "device": device, "reps": reps,
-        "ms_per_update": {m: round(statistics.median(v), 2) for m, v in times.items()},
+        "B": b, "T": t, "N": n, "I": i, "device": device, "rounds": rounds, "block": block,
+        "ms_per_update": {m: round(statistics.median(v), 2) for m, v in every.items()},
         f"ratio_to_{methods[0]}": {
             m: round(statistics.median(a / c for a, c in zip(v, base, strict=True)), 3)
-            for m, v in times.items()},
+            for m, v in per_round.items()},
     }
 
 
@@ -141,10 +149,11 @@ def grid_point(t: int, n: int, b: int, i: int, methods: list[str], args) -> list
     if fast and fast[0] != "bptt":
         fast.insert(0, "bptt")  # the ratios' baseline
     runs = [_subprocess("--paired-worker", ",".join(fast), str(b), str(t), str(n), str(i),
-                        args.device, str(args.reps)) for _ in range(args.repeat if fast else 0)]
+                        args.device, str(args.rounds), str(args.block))
+            for _ in range(args.repeat if fast else 0)]
     rows = []
     for m in methods:
-        reps = max(2, args.reps // 5) if m == "rtrl_reference" else 2
+        reps = 6 if m == "rtrl_reference" else 2
         row = _subprocess("--worker", m, str(b), str(t), str(n), str(i), args.device, str(reps))
         if m in fast:
             row["ms_per_update"] = round(statistics.median(
@@ -181,9 +190,9 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--paired-worker":
-        ms, b, t, n, i, dev, reps = sys.argv[2:9]
+        ms, b, t, n, i, dev, rounds, block = sys.argv[2:10]
         print(json.dumps(paired_worker(ms.split(","), int(b), int(t), int(n), int(i), dev,
-                                       int(reps))))
+                                       int(rounds), int(block))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         m, b, t, n, i, dev, reps = sys.argv[2:9]
@@ -193,8 +202,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="only B=32, T=50, N=256")
     ap.add_argument("--json", metavar="PATH", help="write the rows here")
-    ap.add_argument("--reps", type=int, default=30,
-                    help="rounds per paired run (the reference gets a fifth of them)")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds per paired run")
+    ap.add_argument("--block", type=int, default=4,
+                    help="timed consecutive updates per method per round")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--repeat", type=int, default=3,
                     help="paired runs per grid point, each in a fresh process; medians")

@@ -26,7 +26,7 @@ def test_worker_rows_for_every_method():
 
 
 def test_paired_worker_interleaves_and_reports_ratios():
-    row = _run("--paired-worker", "bptt,rtrl,one_step", "4", "3", "8", "5", "cpu", "3")
+    row = _run("--paired-worker", "bptt,rtrl,one_step", "4", "3", "8", "5", "cpu", "3", "2")
     assert set(row["ms_per_update"]) == {"bptt", "rtrl", "one_step"}
     assert row["ratio_to_bptt"]["bptt"] == 1.0 and row["ratio_to_bptt"]["rtrl"] > 0
 
@@ -38,7 +38,7 @@ def test_grid_point_rows_take_paired_times_and_fresh_process_memory():
     spec = importlib.util.spec_from_file_location("bench_grad", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = argparse.Namespace(device="cpu", reps=3, repeat=2)
+    args = argparse.Namespace(device="cpu", rounds=2, block=2, repeat=2)
     rows = bench.grid_point(3, 8, 4, 5, ["rtrl", "rtrl_reference", "bptt"], args)
     by = {r["method"]: r for r in rows}
     assert set(by) == {"rtrl", "rtrl_reference", "bptt"}
