@@ -103,10 +103,11 @@ def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: st
     """All ``methods`` in one process, taking turns in rounds, so that every method sees the
     same machine state (this VM drifts by 20-30% within a minute). In a round each method
     runs one untimed update, which re-warms the caches the previous method evicted, then
-    ``block`` timed ones, as consecutive updates run in training; strict one-by-one
-    alternation flattered rtrl by 0.03-0.05, because rtrl's 17 MB of sensitivities evict
-    bptt's working set. Returns per-method median ms and, per method, the median over rounds
-    of its round time (median of its block) divided by the first method's."""
+    ``block`` timed ones, as consecutive updates run in training. Strict one-by-one
+    alternation flattered rtrl by 0.02-0.07 (0.04 on average): rtrl's 17 MB of
+    sensitivities evict bptt's working set. Returns per-method median ms and, per method,
+    the median over rounds of its round time (median of its block) divided by the first
+    method's."""
     ups = {m: _updater(m, b, t, n, i, device) for m in methods}
     for update, _ in ups.values():
         update()
