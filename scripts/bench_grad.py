@@ -68,6 +68,18 @@ def _updater(method: str, b: int, t: int, n: int, i: int, device: str):
     return update, sync
 
 
+def _timed(update, sync, reps: int) -> list[float]:
+    """Milliseconds of ``reps`` consecutive updates, each synchronised (CUDA)."""
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        update()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) -> dict:
     import torch
 
@@ -79,13 +91,7 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int) 
         base_cuda = torch.cuda.memory_allocated()
     for _ in range(2):
         update()
-    times = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        update()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
+    times = _timed(update, sync, reps)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     else:
@@ -116,13 +122,7 @@ def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: st
     for _ in range(rounds):
         for m, (update, sync) in ups.items():
             update()
-            times = []
-            for _ in range(block):
-                sync()
-                t0 = time.perf_counter()
-                update()
-                sync()
-                times.append((time.perf_counter() - t0) * 1e3)
+            times = _timed(update, sync, block)
             per_round[m].append(statistics.median(times))
             every[m] += times
     base = per_round[methods[0]]
