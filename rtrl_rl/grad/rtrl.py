@@ -60,10 +60,6 @@ class _Update:
         self.x, self.pu, self.p0, self.s_mat = x, pu, p0, s_mat
         self.upto = 0  # streams [0, upto) are updated (so an interrupted pass can resume)
 
-    @property
-    def done(self) -> bool:
-        return self.upto == self.s_mat.shape[0]
-
     def block(self, lo: int, hi: int) -> None:
         """Update streams ``[lo, hi)``; blocks must come in order."""
         assert lo == self.upto, (lo, self.upto)
@@ -163,8 +159,9 @@ class RTRL(TemporalGrad):
             update.run()  # in place on self._s_mat[k]
         self._pending.clear()
 
-    def _layout(self, layer) -> tuple[list[str], list[str]]:
-        params = layer.recurrent_params()
+    @staticmethod
+    def _layout(params: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+        """A layer's recurrent parameter names: the ``[N, I]`` matrices, the ``[N]`` vectors."""
         mats = [k for k, v in params.items() if v.dim() == 2]
         vecs = [k for k, v in params.items() if v.dim() == 1]
         return mats, vecs
@@ -179,7 +176,7 @@ class RTRL(TemporalGrad):
             self._s_vec = [s.to(like) for s in self._s_vec]
             return
         for layer in self.layers:
-            mats, vecs = self._layout(layer)
+            mats, vecs = self._layout(layer.recurrent_params())
             n, i = layer.hidden_size, layer.input_size
             self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n))
             self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n))
@@ -193,8 +190,8 @@ class RTRL(TemporalGrad):
         out, finals = x, []
         layers_states = zip(self.layers, self.core.split_state(state), strict=True)
         for k, (layer, c0) in enumerate(layers_states):
-            mats, vecs = self._layout(layer)
             params = layer.recurrent_params()
+            mats, vecs = self._layout(params)
             s_mat = self._s_mat[k] if ids is None else self._s_mat[k][ids]
             s_vec = self._s_vec[k] if ids is None else self._s_vec[k][ids]
             # The update is built after the unroll but read by the injection's backward:
@@ -224,7 +221,7 @@ class RTRL(TemporalGrad):
         self._sync()
         result = []
         for k, layer in enumerate(self.layers):
-            mats, vecs = self._layout(layer)
+            mats, vecs = self._layout(layer.recurrent_params())
             d = ({p: self._s_mat[k][:, :, j].transpose(1, 2).contiguous()
                   for j, p in enumerate(mats)} if self._s_mat else {})
             if self._s_vec:
