@@ -2,23 +2,28 @@
 
 - ``runner.num_workers`` processes (spawned) each own ``num_envs / num_workers`` streams.
 - Policy inference runs in the workers on a private copy of the weights, refreshed from a
-  shared-memory agent after every update. On CPU machines this avoids a per-step round trip
-  to the learner; V-trace corrects the resulting policy lag, which is logged.
-- Rollouts come back through preallocated shared-memory slots (``queue_size`` per worker).
+  lock-free ``WeightBoard`` after every update. On CPU machines this avoids a per-step round
+  trip to the learner; V-trace corrects the resulting policy lag, which is logged.
+- Rollouts come back through preallocated shared-memory slots (``queue_size`` per worker);
+  each worker has its own pipe for slot numbers, so no process shares a lock with another.
   A learner batch takes the oldest ready rollout of *every* worker, so each stream's chunks
   reach the temporal-gradient module in order and exactly once per batch.
-- A worker that dies is restarted (its streams start new episodes; RTRL resets their
-  sensitivities at the episode start) and the frames it lost are counted. Any learner error
-  stops all workers: ``close`` runs from the training loop's ``finally``.
+- A worker that dies (an exception, or SIGKILL at any moment) is restarted at once with the
+  same stream ids. Its streams start new episodes (``first = 1`` at entry 0, so RTRL resets
+  their sensitivities) and act with the newest weights; the frames it lost are counted.
+  A worker that keeps dying before its first rollout stops the run. Any learner error stops
+  all workers: ``close`` runs from the training loop's ``finally``; a learner that is killed
+  closes its pipes, and the workers exit on their own.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import queue
+import signal
 import time
 from collections import deque
+from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as mp
@@ -26,9 +31,20 @@ import torch.multiprocessing as mp
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.async_worker import WorkerHandles, alloc_slots, worker_main
+from rtrl_rl.runners.weights import WeightBoard
 
 log = logging.getLogger(__name__)
-MAX_RESTARTS = 20
+#: A worker that dies this many times in a row without delivering a rollout stops the run.
+MAX_FAILED_STARTS = 10
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 class AsyncRunner:
@@ -47,78 +63,110 @@ class AsyncRunner:
         self.cfg, self.agent, self.device = cfg, agent, device
         self.num_workers, self.per_worker = rc.num_workers, rc.num_envs // rc.num_workers
         self.ctx = mp.get_context("spawn")
-        self.shared = copy.deepcopy(agent).cpu()
-        self.shared.share_memory()
-        self.version = self.ctx.Value("l", 0)
-        self.lock = self.ctx.Lock()
-        self.stop = self.ctx.Event()
-        self.full = self.ctx.Queue()
+        self.template = copy.deepcopy(agent).cpu()
+        self.board = WeightBoard(agent)
         dtype = next(agent.parameters()).dtype
         self.slots = [alloc_slots(spec, self.per_worker, rc.unroll, agent.core.state_size,
                                   rc.queue_size, dtype) for _ in range(self.num_workers)]
-        self.free: list = [None] * self.num_workers
-        self.procs: list = [None] * self.num_workers
-        self.generation = [0] * self.num_workers
-        self.pending: list[deque] = [deque() for _ in range(self.num_workers)]
+        n = self.num_workers
+        self.procs: list = [None] * n
+        self.conns: list = [None] * n
+        self.generation = [0] * n
+        self.failed_starts = [0] * n  # deaths since the worker's last delivered rollout
+        self.pending: list[deque] = [deque() for _ in range(n)]
         self.restarts, self.lost_frames = 0, 0
+        self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
+        self._died_at: dict[int, float] = {}
         self._crash_after = dict(crash_after or {})
-        for w in range(self.num_workers):
+        for w in range(n):
             self._start(w)
 
+    @property
+    def version(self) -> int:
+        """Weight versions published so far."""
+        return self.board.latest
+
     def _start(self, w: int) -> None:
-        gen = self.generation[w]
-        self.free[w] = self.ctx.Queue()
-        for s in range(len(self.slots[w])):
-            self.free[w].put(s)
+        ours, theirs = self.ctx.Pipe(duplex=True)
         handles = WorkerHandles(
             index=w, stream_offset=w * self.per_worker, num_envs=self.per_worker,
-            seed=self.cfg.seed + 1000 * w + 7919 * gen, cfg=self.cfg, slots=self.slots[w],
-            shared_agent=self.shared, version=self.version, lock=self.lock, free=self.free[w],
-            full=self.full, stop=self.stop, crash_after=self._crash_after.pop(w, 0),
-            generation=gen,
+            seed=self.cfg.seed + 1000 * w + 7919 * self.generation[w], cfg=self.cfg,
+            slots=self.slots[w], template=self.template, board=self.board, conn=theirs,
+            crash_after=self._crash_after.pop(w, 0),
         )
         proc = self.ctx.Process(target=worker_main, args=(handles,), daemon=True,
                                 name=f"rtrl-env-worker-{w}")
         proc.start()
-        self.procs[w] = proc
+        theirs.close()  # the worker holds the only other end: EOF tells either side
+        self.procs[w], self.conns[w] = proc, ours
 
     def _restart(self, w: int, why: str) -> None:
         self.restarts += 1
-        if self.restarts > MAX_RESTARTS:
-            raise RuntimeError(f"env workers failed {self.restarts} times; last: {why}")
+        self.failed_starts[w] += 1
+        if self.failed_starts[w] >= MAX_FAILED_STARTS:
+            raise RuntimeError(f"env worker {w} died {self.failed_starts[w]} times in a row "
+                               f"before delivering a rollout; last: {why}")
         unroll = self.cfg.runner.unroll
         lost = (len(self.pending[w]) + 1) * unroll * self.per_worker * self.frames_per_step
         self.lost_frames += lost
         log.warning("env worker %d died (%s); restarting it, ~%d frames lost", w, why, lost)
         self.pending[w].clear()
-        proc = self.procs[w]
-        proc.join(timeout=2)
-        if proc.is_alive():
-            proc.kill()
+        self._stop_worker(w, grace=0.5)
         self.generation[w] += 1
+        self._died_at[w] = time.monotonic()
         self._start(w)
 
-    def _check_workers(self) -> None:
-        for w, proc in enumerate(self.procs):
-            if not proc.is_alive():
-                self._restart(w, f"exit code {proc.exitcode}")
+    def _stop_worker(self, w: int, grace: float) -> None:
+        proc, conn = self.procs[w], self.conns[w]
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+        proc.join(timeout=grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=2)
+        conn.close()
+
+    def _receive(self, w: int) -> None:
+        """Take every message waiting on worker ``w``'s pipe."""
+        conn = self.conns[w]
+        try:
+            while conn.poll(0):
+                msg = conn.recv()
+                if msg[0] == "error":
+                    self._restart(w, msg[1].strip().splitlines()[-1])
+                    return
+                _, slot, episodes, version = msg
+                self.pending[w].append((slot, episodes, version))
+                self.failed_starts[w] = 0
+                if w in self._died_at:
+                    took = time.monotonic() - self._died_at.pop(w)
+                    self.restart_seconds.append(took)
+                    log.info("env worker %d is back after %.1f s", w, took)
+        except (EOFError, OSError):  # died, possibly in the middle of a message
+            self._restart(w, _exit_reason(self._exitcode(w)))
+
+    def _exitcode(self, w: int) -> int | None:
+        self.procs[w].join(timeout=1)
+        return self.procs[w].exitcode
+
+    def _poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for messages or deaths, then handle them."""
+        owner = {}
+        for w in range(self.num_workers):
+            owner[self.conns[w]] = owner[self.procs[w].sentinel] = w
+        touched = sorted({owner[r] for r in wait(list(owner), timeout)})
+        for w in touched:
+            if self.procs[w].is_alive():
+                self._receive(w)
+            else:
+                self._restart(w, _exit_reason(self.procs[w].exitcode))
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
         """Wait until every worker has a rollout ready; return them as one batch."""
         while any(not p for p in self.pending):
-            try:
-                msg = self.full.get(timeout=1.0)
-            except queue.Empty:
-                self._check_workers()
-                continue
-            if msg[0] == "error":
-                _, w, gen, text = msg
-                if gen == self.generation[w]:
-                    self._restart(w, text.strip().splitlines()[-1])
-                continue
-            w, gen, slot, episodes, version = msg
-            if gen == self.generation[w]:
-                self.pending[w].append((slot, episodes, version))
+            self._poll(timeout=1.0)
         taken, episodes = [], []
         for w in range(self.num_workers):
             slot, eps, _ = self.pending[w].popleft()
@@ -126,19 +174,19 @@ class AsyncRunner:
             episodes.extend(eps)
         batch = Rollout.cat([self.slots[w][s] for w, s in enumerate(taken)])  # copies
         for w, slot in enumerate(taken):
-            self.free[w].put(slot)
+            try:
+                self.conns[w].send(slot)
+            except OSError:  # dead: noticed and restarted at the next poll
+                pass
         return batch, episodes
 
     def after_update(self) -> None:
-        """Publish the learner's weights to the workers."""
-        with self.lock, torch.no_grad():
-            for dst, src in zip(self.shared.state_dict().values(),
-                                self.agent.state_dict().values(), strict=True):
-                dst.copy_(src)
-            self.version.value += 1
+        """Publish the learner's weights to the workers (never waits on them)."""
+        self.board.publish(self.agent.state_dict())
 
     def metrics(self) -> dict[str, float]:
-        return {"worker_restarts": self.restarts, "lost_frames": self.lost_frames}
+        return {"worker_restarts": self.restarts, "lost_frames": self.lost_frames,
+                "restart_s_max": max(self.restart_seconds, default=0.0)}
 
     def state_dict(self) -> dict:
         return {}  # worker envs cannot be captured: episodes restart on resume
@@ -147,16 +195,19 @@ class AsyncRunner:
         return False
 
     def close(self) -> None:
-        self.stop.set()
+        for conn in self.conns:
+            if conn is not None:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
         deadline = time.time() + 5
         for proc in self.procs:
             if proc is not None:
                 proc.join(timeout=max(0.1, deadline - time.time()))
-        for proc in self.procs:
+        for w, proc in enumerate(self.procs):
             if proc is not None and proc.is_alive():
                 proc.kill()
                 proc.join(timeout=2)
-        for q in [self.full, *self.free]:
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
+            if self.conns[w] is not None:
+                self.conns[w].close()

@@ -2,15 +2,19 @@
 
 Each worker owns a vectorized env over its own streams and a local copy of the agent, acts
 with it (policy inference in the worker), and writes each rollout into a free slot of its
-preallocated shared-memory buffers. Only slot numbers and the finished episodes of a rollout
-cross the queues; nothing is pickled per step. After each learner update the worker copies
-the weights from a shared-memory agent when their version changes.
+preallocated shared-memory buffers. Worker and learner talk over one private pipe: the
+worker sends ``("rollout", slot, episodes, version)`` or ``("error", traceback)``, the
+learner sends back freed slot numbers, or ``None`` to stop. Nothing is pickled per step.
+
+No lock is shared with any other process: weights come from a ``WeightBoard``, and the pipe
+has one writer per direction. A learner that dies closes its end of the pipe, which the
+worker notices within one rollout (or half a second while it waits for a slot) and exits.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import queue
 import signal
 import traceback
 from dataclasses import dataclass, fields
@@ -18,6 +22,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners.weights import WeightBoard
 
 
 @dataclass
@@ -30,14 +35,10 @@ class WorkerHandles:
     seed: int
     cfg: object  # TrainConfig
     slots: list[Rollout]  # shared-memory buffers, one Rollout per slot
-    shared_agent: torch.nn.Module  # weights in shared memory
-    version: object  # mp.Value('l'): learner updates published so far
-    lock: object  # guards the weight copy
-    free: object  # mp.Queue of free slot indices
-    full: object  # mp.Queue of (worker, slot, episodes, version) / ("error", worker, text)
-    stop: object  # mp.Event
+    template: torch.nn.Module  # the agent's architecture (CPU); weights come from the board
+    board: WeightBoard
+    conn: object  # this worker's end of its duplex pipe to the learner
     crash_after: int = 0  # tests: raise after this many rollouts (0 = never)
-    generation: int = 0  # bumped at each restart; stale messages are ignored
 
 
 def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
@@ -63,35 +64,49 @@ def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
     return slots
 
 
+class _LearnerGone(Exception):
+    """The learner asked to stop, or its end of the pipe is closed."""
+
+
 def worker_main(h: WorkerHandles) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C
     torch.set_num_threads(1)
-    parent = os.getppid()
     try:
-        _run(h, parent)
+        _run(h, os.getppid())
+    except _LearnerGone:
+        pass
     except Exception:  # report, then die: the learner decides what to do
-        h.full.put(("error", h.index, h.generation, traceback.format_exc()))
+        try:
+            h.conn.send(("error", traceback.format_exc()))
+        except OSError:
+            pass
         raise
 
 
-def _run(h: WorkerHandles, parent: int) -> None:
-    import copy
+def _take_messages(h: WorkerHandles, free: list[int], parent: int, timeout: float) -> None:
+    """Collect freed slots; wait up to ``timeout`` s for the first message."""
+    if os.getppid() != parent:
+        raise _LearnerGone
+    try:
+        ready = h.conn.poll(timeout)
+        while ready:
+            msg = h.conn.recv()
+            if msg is None:
+                raise _LearnerGone
+            free.append(int(msg))
+            ready = h.conn.poll(0)
+    except (EOFError, OSError):
+        raise _LearnerGone from None
 
+
+def _run(h: WorkerHandles, parent: int) -> None:
     from rtrl_rl.envs import make_env
     from rtrl_rl.runners.actor import Actor
 
     env = make_env(h.cfg.env, h.num_envs, h.seed)
-    agent = copy.deepcopy(h.shared_agent)  # a private copy, not shared memory
-    version = -1
-
-    def refresh() -> None:
-        nonlocal version
-        v = h.version.value
-        if v != version:
-            with h.lock:
-                agent.load_state_dict(h.shared_agent.state_dict())
-                version = h.version.value
+    agent = copy.deepcopy(h.template)  # private weights, refreshed from the board
+    version = h.board.read_into(agent)
 
     def policy(obs, reward, prev_action, first, state):
         return agent.act(obs, reward, prev_action, first, state)
@@ -99,27 +114,28 @@ def _run(h: WorkerHandles, parent: int) -> None:
     dtype = next(agent.parameters()).dtype
     actor = Actor(env, policy, agent.core.initial_state(h.num_envs, dtype=dtype),
                   env.spec.num_actions, h.cfg.runner.unroll, stream_offset=h.stream_offset)
-    refresh()
     actor.start(h.seed)
+    free = list(range(len(h.slots)))
     produced = 0
-    while not h.stop.is_set():
-        if os.getppid() != parent:  # the learner is gone
-            return
-        refresh()
-        actor.policy_version = version
-        rollout = actor.collect()
-        produced += 1
-        if h.crash_after and produced >= h.crash_after:
-            raise RuntimeError(f"worker {h.index}: injected crash after {produced} rollouts")
+    try:
         while True:
+            if h.board.latest != version:
+                version = h.board.read_into(agent)
+            actor.policy_version = version
+            rollout = actor.collect()
+            produced += 1
+            if h.crash_after and produced >= h.crash_after:
+                raise RuntimeError(f"worker {h.index}: injected crash after {produced} rollouts")
+            _take_messages(h, free, parent, 0.0)
+            while not free:
+                _take_messages(h, free, parent, 0.5)
+            slot = free.pop(0)
+            dst = h.slots[slot]
+            for f in fields(rollout):
+                getattr(dst, f.name).copy_(getattr(rollout, f.name))
             try:
-                slot = h.free.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if h.stop.is_set() or os.getppid() != parent:
-                    return
-        dst = h.slots[slot]
-        for f in fields(rollout):
-            getattr(dst, f.name).copy_(getattr(rollout, f.name))
-        h.full.put((h.index, h.generation, slot, actor.drain_episodes(), version))
-    env.close()
+                h.conn.send(("rollout", slot, actor.drain_episodes(), version))
+            except OSError:
+                raise _LearnerGone from None
+    finally:
+        env.close()

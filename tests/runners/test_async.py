@@ -1,8 +1,11 @@
-"""The async runner: batches in stream order, survives a worker crash, leaves no orphans."""
+"""The async runner: batches in stream order, survives a worker crash or SIGKILL, leaves no
+orphans."""
 
 from __future__ import annotations
 
+import copy
 import os
+import signal
 
 import pytest
 import torch
@@ -55,12 +58,13 @@ def test_batches_tile_time_per_stream(tmp_path):
             learner.update(rollout)
             runner.after_update()
             prev = rollout
-        assert runner.version.value == 4
+        assert runner.version == 4
     finally:
         runner.close()
     assert not _alive([p.pid for p in runner.procs])
 
 
+@pytest.mark.timeout(120)
 def test_worker_crash_is_restarted_and_counted(tmp_path):
     cfg, agent, runner = _build(tmp_path, crash_after={1: 2})
     try:
@@ -84,7 +88,7 @@ def test_learner_error_stops_all_workers(tmp_path):
     def boom(self):
         pids.extend(p.pid for p in self.procs)
         original(self)
-        if self.version.value == 2:
+        if self.version == 2:
             raise RuntimeError("learner exploded")
 
     AsyncRunner.after_update = boom
@@ -94,3 +98,54 @@ def test_learner_error_stops_all_workers(tmp_path):
     finally:
         AsyncRunner.after_update = original
     assert pids and not _alive(pids)
+
+
+@pytest.mark.timeout(120)
+def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
+    """SIGKILL worker 1: the run goes on; its streams keep their ids, start new episodes
+    (first = 1 at entry 0), act with current weights, and RTRL forgets their sensitivities."""
+    cfg, agent, runner = _build(tmp_path)
+    grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
+    learner = Learner(agent, grad, cfg.algo, 100)
+    try:
+        for _ in range(3):
+            learner.update(runner.next_rollout(learner.updates)[0])
+            runner.after_update()
+        victim = runner.procs[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        killed_at = runner.version
+        for _ in range(10):  # rollouts that were ready before the kill come first
+            rollout, _ = runner.next_rollout(learner.updates)
+            if runner.restarts and rollout.first[0, 2:].all():
+                break
+            learner.update(rollout)
+            runner.after_update()
+        assert runner.restarts == 1 and runner.procs[1].pid != victim.pid
+        assert rollout.stream_ids.tolist() == [0, 1, 2, 3]
+        assert rollout.first[0, 2:].all()
+        assert (rollout.policy_version[2:] >= killed_at).all()
+        assert torch.equal(rollout.core_state[2:], torch.zeros_like(rollout.core_state[2:]))
+        # What the restarted streams carry after this chunk: exactly a fresh module's.
+        before = copy.deepcopy(agent)
+        fresh = make_grad("rtrl", before.core, 2)
+        sub = rollout.cat([rollout])  # a copy to slice
+        x = before.core_input(sub.obs[:-1, 2:], sub.reward[:-1, 2:], sub.prev_action[:-1, 2:],
+                              sub.first[:-1, 2:])
+        fresh.unroll(x, sub.core_state[2:], sub.first[:-1, 2:])
+        learner.update(rollout)
+        runner.after_update()
+        carried, expected = grad.sensitivities()[0], fresh.sensitivities()[0]
+        for name, value in expected.items():
+            torch.testing.assert_close(carried[name][2:], value, rtol=1e-5, atol=1e-6)
+        versions = []
+        for _ in range(3):  # policy versions keep advancing in the new worker
+            rollout, _ = runner.next_rollout(learner.updates)
+            versions.append(int(rollout.policy_version[2]))
+            learner.update(rollout)
+            runner.after_update()
+        assert versions == sorted(versions) and versions[-1] > killed_at
+        assert runner.restart_seconds and max(runner.restart_seconds) < 30
+    finally:
+        runner.close()
+    assert not _alive([p.pid for p in runner.procs])

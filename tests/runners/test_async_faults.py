@@ -1,0 +1,118 @@
+"""Process deaths in a real async run: a killed learner leaves nothing behind; a soak of
+worker SIGKILLs at random moments never hangs the run."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runners.test_resume import _children, _running
+
+ASYNC = ["logger=none", "runner=async", "runner.num_envs=8", "runner.unroll=5", "env.delay=5",
+         "model.hidden_size=16", "checkpoint_interval_s=1000"]
+
+
+def _launch(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """Start a training run whose output goes to ``run_dir/../out.log`` (never a pipe that
+    nobody reads while the run goes on)."""
+    cmd = [sys.executable, "-m", "rtrl_rl.train", f"run_dir={run_dir}", *ASYNC, *overrides]
+    out = open(run_dir.parent / f"{run_dir.name}.log", "wb")  # noqa: SIM115 (the child's)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out.close()
+    return proc
+
+
+def _output(run_dir: Path) -> str:
+    return (run_dir.parent / f"{run_dir.name}.log").read_text(errors="replace")
+
+
+def _rows(run_dir: Path) -> int:
+    csv = run_dir / "metrics.csv"
+    return len(csv.read_text().splitlines()) - 1 if csv.exists() else 0
+
+
+def _wait_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while _rows(run_dir) < rows:
+        assert proc.poll() is None, _output(run_dir)[-3000:]
+        assert time.time() < deadline, f"no progress: {_rows(run_dir)} rows of {rows}"
+        time.sleep(0.2)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_learner_leaves_no_processes_or_shm(tmp_path):
+    shm_before = set(os.listdir("/dev/shm"))
+    proc = _launch(tmp_path / "run", "runner.num_workers=2", "runner.total_frames=400000")
+    try:
+        _wait_rows(proc, tmp_path / "run", 3, timeout=120)
+        kids = _descendants(proc.pid)
+        assert len(kids) >= 2, kids  # the env workers (and the resource tracker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_running(p) for p in kids):
+            time.sleep(0.1)
+        assert not [p for p in kids if _running(p)], "processes outlived the learner"
+        leaked = sorted(set(os.listdir("/dev/shm")) - shm_before)
+        assert not leaked, leaked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("repeat", range(3))
+def test_soak_twenty_worker_sigkills(tmp_path, repeat):
+    """20 SIGKILLs of random workers at random moments; the run must go on and finish."""
+    rng = random.Random(repeat)
+    run_dir = tmp_path / "run"
+    proc = _launch(run_dir, "runner.num_workers=4", "runner.total_frames=2000000",
+                   f"seed={repeat}")
+    try:
+        _wait_rows(proc, run_dir, 2, timeout=120)
+        for _ in range(20):
+            workers = [p for p in _children(proc.pid) if _is_worker(p)]
+            assert proc.poll() is None and workers, _output(run_dir)[-3000:]
+            os.kill(rng.choice(workers), signal.SIGKILL)
+            time.sleep(rng.uniform(0.0, 2.0))
+        rows = _rows(run_dir)
+        _wait_rows(proc, run_dir, rows + 3, timeout=120)  # still learning after the last kill
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        out = _output(run_dir)
+        assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    died = out.count("died (killed by SIGKILL)")
+    back = [float(s) for s in re.findall(r"is back after ([\d.]+) s", out)]
+    print(f"repeat {repeat}: {died} deaths seen, restart seconds: {back}")
+    assert died >= 15  # a kill can land on a worker that was already dying
+    assert back and max(back) < 30
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and (
+            b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
