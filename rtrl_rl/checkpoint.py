@@ -8,6 +8,7 @@ place: a crash or a bad state never replaces a good checkpoint with a broken one
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -107,8 +108,12 @@ def save_checkpoint(
     unique = f"{int(step):012d}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp = ckpt_dir / f"{_TMP_PREFIX}{unique}{_TMP_SUFFIX}"
     try:
+        # Serialised in memory first: torch's own writer turns an OS error (a full disk)
+        # into "file write failed", while a plain write keeps the errno and its text.
+        data = io.BytesIO()
+        torch.save(dict(state), data)
         with open(tmp, "xb") as f:
-            torch.save(dict(state), f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         if verify:

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import rtrl_rl.config  # noqa: F401  (registers the ${scan_*} resolvers the presets use)
+from rtrl_rl.checkpoint import CheckpointError
 from rtrl_rl.errors import ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -66,6 +67,9 @@ def hydra_main(cfg: DictConfig) -> float:
         return train(validate(cfg))
     except ConfigError as e:
         _fail(str(e))
+    except CheckpointError as e:  # the final save: the run's work is not on disk
+        print(f"rtrl-train: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     raise AssertionError("unreachable")
 
 

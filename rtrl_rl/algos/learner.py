@@ -11,6 +11,7 @@ from torch import nn
 
 from rtrl_rl.algos.losses import impala_loss
 from rtrl_rl.algos.vtrace import log_rhos_from_logits, vtrace
+from rtrl_rl.checkpoint import load_optimizer_state
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
@@ -30,9 +31,9 @@ class Learner:
         self.agent, self.grad, self.cfg = agent, grad, cfg
         self.optimizer = make_optimizer(agent.parameters(), cfg)
         total = max(1, total_updates)
-        decay = (lambda k: max(0.0, 1.0 - k / total)) if cfg.lr_decay == "linear" else (
+        self._decay = (lambda k: max(0.0, 1.0 - k / total)) if cfg.lr_decay == "linear" else (
             lambda k: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
         self.updates = 0
 
     def update(self, rollout: Rollout) -> dict[str, float]:
@@ -74,6 +75,17 @@ class Learner:
                 "scheduler": self.scheduler.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore the optimizer's moments and the update count. Hyperparameters (lr,
+        alpha, betas, eps) come from this learner's config, not from the checkpoint, so a
+        resumed run uses the values its config says."""
+        fresh = [{k: v for k, v in g.items() if k != "params"}
+                 for g in self.optimizer.param_groups]
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.updates = int(state["updates"])
+        self.scheduler.base_lrs = [g["initial_lr"] for g in fresh]
+        lrs = [base * self._decay(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+        for group, hyper, lr in zip(self.optimizer.param_groups, fresh, lrs, strict=True):
+            group.update(hyper)
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs

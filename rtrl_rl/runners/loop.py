@@ -14,15 +14,15 @@ import signal
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from rtrl_rl.algos.learner import Learner
 from rtrl_rl.checkpoint import (
+    CheckpointError,
     capture_rng,
-    latest_checkpoint,
-    load_checkpoint,
     load_module_state,
     restore_rng,
     save_checkpoint,
@@ -33,6 +33,8 @@ from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import make_grad
 from rtrl_rl.logging import RunLogger
 from rtrl_rl.models.agent import Agent
+from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
+from rtrl_rl.run_dir import RunDirLock
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEYS = ("agent", "learner", "grad", "runner", "counters", "rng", "wandb_id")
@@ -44,23 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: '{name}' asked for but CUDA is not available")
     return torch.device(name)
-
-
-def resolve_resume(cfg: TrainConfig) -> Path | None:
-    """``resume``: false | true (this run_dir) | a run dir or checkpoint file."""
-    value = str(cfg.resume)
-    if value.lower() in ("false", "0", "no", ""):
-        return None
-    path = Path(cfg.run_dir) if value.lower() in ("true", "1", "yes") else Path(value)
-    if path.is_file():
-        return path
-    ckpt = latest_checkpoint(path / "checkpoints") if path.is_dir() else None
-    if ckpt is None:
-        if value.lower() in ("true", "1", "yes"):
-            log.info("resume=true but %s has no checkpoint yet: starting fresh", path)
-            return None
-        raise ConfigError(f"resume: no checkpoint found under '{path}'")
-    return ckpt
 
 
 def seed_everything(seed: int) -> None:
@@ -104,12 +89,32 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def _resume_state(cfg: TrainConfig, config_dict: dict[str, Any]) -> tuple[Path | None, dict]:
+    """The checkpoint to resume from and its state, checked against this run's config."""
+    found = load_resume_checkpoint(cfg.resume, cfg.run_dir, CHECKPOINT_KEYS)
+    if found is None:
+        return None, {}
+    path, ckpt = found
+    if "config" not in ckpt:
+        log.warning("checkpoint %s records no config: cannot check this run's against it", path)
+        return path, ckpt
+    for change in check_resume_config(ckpt["config"], config_dict, path):
+        log.info("resume: applying the changed %s", change)
+    return path, ckpt
+
+
 def train(cfg: TrainConfig) -> float:
+    """Run (or resume) one training job in ``cfg.run_dir``, which it holds locked."""
+    with RunDirLock(cfg.run_dir):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> float:
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    resume_from = resolve_resume(cfg)
-    ckpt = load_checkpoint(resume_from, required=CHECKPOINT_KEYS) if resume_from else None
+    config_dict = to_dict(cfg)
+    resume_from, ckpt = _resume_state(cfg, config_dict)
     seed_everything(cfg.seed)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -128,34 +133,45 @@ def train(cfg: TrainConfig) -> float:
     frames, wandb_id = 0, None
     returns: deque[float] = deque(maxlen=max(100, 2 * cfg.runner.num_envs))
     lengths: deque[int] = deque(maxlen=returns.maxlen)
-    if ckpt is not None:
-        load_module_state(agent, ckpt["agent"], what="agent")
-        learner.load_state_dict(ckpt["learner"])
-        grad.load_state_dict(ckpt["grad"])
-        if not runner.load_state_dict(ckpt["runner"]):
-            log.warning("this env cannot restore its state: episodes restart on resume")
-        counters = ckpt["counters"]
-        frames = int(counters["frames"])
-        returns.extend(counters["returns"])
-        lengths.extend(counters["lengths"])
-        restore_rng(ckpt["rng"])
+    if ckpt:
+        try:
+            load_module_state(agent, ckpt["agent"], what="agent")
+            learner.load_state_dict(ckpt["learner"])
+            grad.load_state_dict(ckpt["grad"])
+            if not runner.load_state_dict(ckpt["runner"]):
+                log.warning("this env cannot restore its state: episodes restart on resume")
+            counters = ckpt["counters"]
+            frames = int(counters["frames"])
+            returns.extend(counters["returns"])
+            lengths.extend(counters["lengths"])
+            restore_rng(ckpt["rng"])
+        except (CheckpointError, KeyError, ValueError, TypeError) as e:
+            runner.close()
+            raise ConfigError(f"resume: cannot apply checkpoint {resume_from}: {e}") from None
         wandb_id = ckpt["wandb_id"] or None
         log.info("resumed from %s at %d frames", resume_from, frames)
 
     log.info("grad=%s: %s", grad.name, grad.description)
     log_every = max(1, total_updates // 200)
-    config_dict = to_dict(cfg)
     logger = RunLogger(run_dir, cfg.logger, config_dict, cfg.runner.total_frames,
                        start_frames=frames, wandb_id=wandb_id, run_name=cfg.name or None)
 
-    def checkpoint() -> Path:
+    def checkpoint(final: bool) -> Path | None:
+        """Save; a failed periodic save warns and keeps the previous checkpoint."""
         state = {
             "agent": agent.state_dict(), "learner": learner.state_dict(),
             "grad": grad.state_dict(), "runner": runner.state_dict(),
             "counters": {"frames": frames, "returns": list(returns), "lengths": list(lengths)},
             "rng": capture_rng(), "wandb_id": logger.wandb_id, "config": config_dict,
         }
-        return save_checkpoint(ckpt_dir, state, learner.updates, keep=cfg.keep_checkpoints)
+        try:
+            return save_checkpoint(ckpt_dir, state, learner.updates, keep=cfg.keep_checkpoints)
+        except CheckpointError as e:
+            if final:
+                raise
+            log.warning("periodic checkpoint failed, training goes on and the previous "
+                        "checkpoint is kept: %s", e)
+            return None
 
     # fps excludes the first update of this process (worker start-up, allocator warm-up).
     t_start, frames_start, warm = time.time(), frames, None
@@ -189,9 +205,9 @@ def train(cfg: TrainConfig) -> float:
                     interrupted = stop.signum
                     break
                 if time.time() - last_ckpt > cfg.checkpoint_interval_s:
-                    checkpoint()
+                    checkpoint(final=False)
                     last_ckpt = time.time()
-            path = checkpoint()
+            path = checkpoint(final=True)
     finally:
         runner.close()
         logger.close()

@@ -1,0 +1,105 @@
+"""Resume: find the newest loadable checkpoint and check the config against it.
+
+A run's config has three kinds of keys on resume:
+
+- keys that define shapes or carried state (``MUST_MATCH``) must equal the checkpoint's, or
+  the run stops before anything starts with one line listing every difference;
+- ``IGNORED`` keys say how to start, not what runs;
+- every other key may change (budget, logging, checkpoint interval, learning rate, loss
+  weights, ...): the new value is applied and logged, so ``config.yaml`` says what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rtrl_rl.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from rtrl_rl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Dotted keys (or ``prefix.`` for a whole group) that a resumed run must keep.
+MUST_MATCH = ("env.", "model.", "grad.name", "runner.num_envs", "runner.unroll",
+              "algo.optimizer", "seed")
+IGNORED = ("resume",)
+_TRUE = ("true", "1", "yes")
+
+
+def resume_target(value: str, run_dir: str) -> Path | None:
+    """``resume``: false | true (this run_dir) | a run dir or a checkpoint file."""
+    value = str(value)
+    if value.lower() in ("false", "0", "no", ""):
+        return None
+    return Path(run_dir) if value.lower() in _TRUE else Path(value)
+
+
+def load_resume_checkpoint(value: str, run_dir: str,
+                           required: Iterable[str]) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, with its state; None when resuming this run_dir
+    before its first checkpoint. An unreadable newest checkpoint is skipped with a warning;
+    ``ConfigError`` (one line) when nothing can be resumed from."""
+    target = resume_target(value, run_dir)
+    if target is None:
+        return None
+    required = tuple(required)
+    if target.is_file():
+        try:
+            return target, load_checkpoint(target, required=required)
+        except CheckpointError as e:
+            raise ConfigError(f"resume: {e}") from None
+    candidates = list_checkpoints(target / "checkpoints") if target.is_dir() else []
+    if not candidates:
+        if str(value).lower() in _TRUE:
+            log.info("resume=true but %s has no checkpoint yet: starting fresh", target)
+            return None
+        raise ConfigError(f"resume: no checkpoint found under '{target}'")
+    problems = []
+    for path in reversed(candidates):
+        try:
+            state = load_checkpoint(path, required=required)
+        except CheckpointError as e:
+            problems.append(str(e))
+            log.warning("skipping unreadable checkpoint: %s", e)
+            continue
+        if problems:
+            log.warning("resuming from %s, the newest checkpoint that loads", path.name)
+        return path, state
+    raise ConfigError(f"resume: none of the {len(candidates)} checkpoints under "
+                      f"'{target}' loads; newest: {problems[0]}")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _must_match(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in MUST_MATCH)
+
+
+def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
+                        source: Path) -> list[str]:
+    """Compare the checkpoint's config with this run's. Returns ``key: old -> new`` for each
+    changed key that will be applied; ``ConfigError`` listing every key that may not change."""
+    old, new = flatten(saved), flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if k not in IGNORED and old.get(k, "<unset>") != new.get(k, "<unset>"))
+
+    def pair(k: str) -> str:
+        return f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+
+    fatal = [pair(k) for k in changed if _must_match(k)]
+    if fatal:
+        raise ConfigError(f"resume: the config differs from checkpoint {source.name} in keys "
+                          f"that define shapes or carried state: {'; '.join(fatal)}")
+    return [pair(k) for k in changed]
