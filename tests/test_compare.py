@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import yaml
 
 from rtrl_rl import compare
 from rtrl_rl.compare import differing_keys, final_value, group_runs, iqm_with_ci, main
-from rtrl_rl.sweep import find_run_dirs, flatten, load_run
+from rtrl_rl.sweep import Run, find_run_dirs, flatten, load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPS = ["--reps", "200"]
@@ -244,3 +245,71 @@ def test_dir_with_config_but_no_metrics_is_skipped_with_a_warning(tmp_path, caps
     captured = run_main(capsys, tmp_path / "s", "--out", tmp_path / "o", *REPS)
     assert "skipping" in captured.err and "crashed" in captured.err
     assert "| all runs | 1 |" in captured.out
+
+
+# ------------------------------------------------------------------ learning-curve band
+
+
+def _curve_run(name: str, seed: int, frames: list[float], values: list[float]) -> Run:
+    return Run(path=Path(name), config={"seed": seed}, frames=np.array(frames, dtype=float),
+               values=np.array(values, dtype=float))
+
+
+def _piecewise(f: float, frames: list[float], values: list[float]) -> float:
+    """Linear interpolation written out, for one frame inside ``frames``."""
+    for i in range(len(frames) - 1):
+        (f0, f1), (v0, v1) = frames[i:i + 2], values[i:i + 2]
+        if f0 <= f <= f1:
+            return v0 + (v1 - v0) * (f - f0) / (f1 - f0)
+    raise AssertionError(f"{f} outside {frames}")
+
+
+CURVES = [([0.0, 100.0], [0.0, 1.0]), ([0.0, 50.0, 100.0], [2.0, 2.0, 0.0]),
+          ([10.0, 40.0, 100.0], [3.0, 3.0, 6.0])]
+
+
+def test_curve_mean_and_band_by_hand():
+    """Three runs: the mean of the hand-interpolated curves on [10, 100] (the range all
+    cover). With three runs, resampling one run three times has probability 1/27 > 2.5%,
+    so the 95% percentile band of the bootstrap mean is exactly [min, max] of the runs."""
+    runs = [_curve_run(f"r{i}", i, f, v) for i, (f, v) in enumerate(CURVES)]
+    grid, mean, low, high = compare.curve_with_band(runs, reps=20000)
+    assert grid[0] == 10.0 and grid[-1] == 100.0 and len(grid) == compare.CURVE_POINTS
+    per_run = np.array([[_piecewise(g, f, v) for g in grid] for f, v in CURVES])
+    np.testing.assert_allclose(mean, per_run.sum(0) / 3, rtol=0, atol=1e-12)
+    assert mean[0] == pytest.approx((0.1 + 2.0 + 3.0) / 3)
+    assert mean[-1] == pytest.approx((1.0 + 0.0 + 6.0) / 3)
+    np.testing.assert_allclose(low, per_run.min(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, per_run.max(0), rtol=0, atol=1e-12)
+
+
+def test_curve_band_of_identical_runs_has_zero_width():
+    f, v = CURVES[2]
+    runs = [_curve_run(f"r{i}", i, f, v) for i in range(4)]
+    grid, mean, low, high = compare.curve_with_band(runs, reps=5000)
+    expected = np.array([_piecewise(g, f, v) for g in grid])
+    np.testing.assert_allclose(mean, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(low, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(high, expected, rtol=0, atol=1e-12)
+
+
+def test_curve_band_of_many_runs_holds_the_mean_inside_the_runs_range():
+    gen = np.random.default_rng(0)
+    frames = [0.0, 50.0, 100.0]
+    runs = [_curve_run(f"r{i}", i, frames, list(gen.normal(size=3))) for i in range(8)]
+    _, mean, low, high = compare.curve_with_band(runs, reps=5000)
+    per_run = np.stack([np.interp(np.linspace(0, 100, compare.CURVE_POINTS), r.frames,
+                                  r.values) for r in runs])
+    np.testing.assert_allclose(mean, per_run.mean(0), rtol=0, atol=1e-12)
+    assert (per_run.min(0) <= low).all() and (low < mean).all()
+    assert (mean < high).all() and (high <= per_run.max(0)).all()
+
+
+def test_group_finals_by_hand():
+    """finals: the mean of each run's last 20% of values, runs ordered by seed."""
+    runs = [_curve_run("b", 2, list(range(10)), [0.0] * 8 + [4.0, 6.0]),
+            _curve_run("a", 0, list(range(10)), list(range(10))),
+            _curve_run("c", 1, list(range(5)), [9.0, 9.0, 9.0, 9.0, -1.0])]
+    (group,) = group_runs(runs, [], last_frac=0.2)
+    assert group.label == "all runs" and [r.path.name for r in group.runs] == ["a", "c", "b"]
+    np.testing.assert_allclose(group.finals, [8.5, -1.0, 5.0])

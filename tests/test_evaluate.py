@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rtrl_rl.evaluate import main
 from rtrl_rl.runners.loop import train
@@ -35,3 +36,64 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no checkpoint" in err[0]
+
+
+class _LevelSpy:
+    """Wraps a ProcgenGym3Env: records its level range and the level seeds it plays."""
+
+    def __init__(self, real, kwargs: dict, log: list[dict]) -> None:
+        self._env = real
+        self._record = {"start_level": kwargs.get("start_level"),
+                        "num_levels": kwargs.get("num_levels"), "level_seeds": set()}
+        log.append(self._record)
+
+    def observe(self):
+        out = self._env.observe()
+        self._record["level_seeds"].update(int(i["level_seed"]) for i in self._env.get_info())
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self._env, name)
+
+
+def test_eval_split_selects_the_procgen_levels_played(tmp_path, monkeypatch):
+    """--split train plays the training levels [100, 103); --split eval only levels from
+    103 upward, never seen in training."""
+    from rtrl_rl.envs.config import INT32_MAX
+    from rtrl_rl.envs.procgen import _import_procgen
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # a tiny conv net: one thread is much faster
+        played = _levels_played_per_split(tmp_path, monkeypatch, _import_procgen())
+    finally:
+        torch.set_num_threads(threads)
+    start, count, seeds = played["train"]
+    assert (start, count) == (100, 3)
+    assert seeds and seeds <= {100, 101, 102}
+    start, count, seeds = played["eval"]
+    assert (start, count) == (103, INT32_MAX - 103)
+    assert seeds and min(seeds) >= 103
+
+
+def _levels_played_per_split(tmp_path, monkeypatch, procgen) -> dict[str, tuple]:
+    """Train one update on levels [100, 103), then evaluate on each split with the backend
+    spied on: ``{split: (start_level, num_levels, level seeds played)}``."""
+    train(make_cfg(tmp_path, "experiment=procgen_r2ac", "env.game=bigfish",
+                   "env.distribution_mode=easy", "env.start_level=100", "env.num_levels=3",
+                   "model.stem=nature", "model.hidden_size=8", "model.stem_out=8",
+                   "runner.num_envs=2", "runner.unroll=2", "max_updates=1", "torch_threads=1"))
+    real_cls = procgen.ProcgenGym3Env
+    log: list[dict] = []
+    monkeypatch.setattr(procgen, "ProcgenGym3Env",
+                        lambda **kw: _LevelSpy(real_cls(**kw), kw, log))
+    played = {}
+    for split in ("train", "eval"):
+        log.clear()
+        main([str(tmp_path), "--episodes", "2", "--num-envs", "2", "--split", split,
+              "--json", str(tmp_path / f"{split}.json")])
+        assert json.loads((tmp_path / f"{split}.json").read_text())["split"] == split
+        assert log, "evaluation built no ProcGen env"
+        played[split] = (log[-1]["start_level"], log[-1]["num_levels"],
+                         set().union(*(r["level_seeds"] for r in log)))
+    return played

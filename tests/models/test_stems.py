@@ -175,3 +175,46 @@ def test_gradients_reach_every_parameter(stem, x):
 def test_float64_stem():
     stem = ImpalaResNet((3, 64, 64), channels=(4,), out_dim=8).double()
     assert stem(_pixels(1, (3, 64, 64))).dtype == torch.float64
+
+
+def _impala_by_hand(stem: ImpalaResNet, x: torch.Tensor) -> torch.Tensor:
+    """The IMPALA encoder written out with functional ops on the stem's own weights."""
+    import torch.nn.functional as F
+
+    def conv(layer: torch.nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(h, layer.weight, layer.bias, padding=1)
+
+    for g in stem.groups:
+        x = F.max_pool2d(conv(g.conv, x), kernel_size=3, stride=2, padding=1)
+        for res in (g.res0, g.res1):
+            x = x + conv(res.conv1, F.relu(conv(res.conv0, F.relu(x))))
+    return F.relu(F.linear(F.relu(x).flatten(1), stem.fc.weight, stem.fc.bias))
+
+
+def _nature_by_hand(stem: NatureCNN, x: torch.Tensor) -> torch.Tensor:
+    """The DQN encoder written out with functional ops on the stem's own weights."""
+    import torch.nn.functional as F
+
+    convs = [m for m in stem.convs if isinstance(m, torch.nn.Conv2d)]
+    for layer, stride in zip(convs, (4, 2, 1), strict=True):
+        x = F.relu(F.conv2d(x, layer.weight, layer.bias, stride=stride))
+    return F.relu(F.linear(x.flatten(1), stem.fc.weight, stem.fc.bias))
+
+
+@pytest.mark.parametrize("kind", ["impala", "nature"])
+def test_image_stems_divide_uint8_pixels_by_255(kind: str):
+    """stem(uint8 pixels) equals the layers applied by hand to pixels / 255, in float64."""
+    torch.manual_seed(0)
+    if kind == "impala":
+        stem, by_hand = ImpalaResNet((3, 16, 16), channels=(4, 8), out_dim=8), _impala_by_hand
+    else:
+        stem, by_hand = NatureCNN((2, 36, 36), out_dim=8), _nature_by_hand
+    stem = stem.double()
+    x = _pixels(3, stem.in_shape, seed=1)
+    x[0, 0, :4] = 255  # the extremes too
+    x[0, 0, 4:8] = 0
+    with torch.no_grad():
+        expected = by_hand(stem, x.double() / 255.0)
+        out = stem(x)
+    assert expected.abs().max() > 1e-3  # not all ReLU-dead
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
