@@ -10,6 +10,8 @@ This module is ``rtrl_rl.logging``; ``import logging`` below is the standard lib
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import logging
 import math
 import os
@@ -136,6 +138,16 @@ def _as_float(key: str, value: Any) -> float:
         raise TypeError(f"metric '{key}' must be a number, got {type(value).__name__}") from None
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class _CsvLog:
     """Append-only metrics.csv whose columns are fixed by the first row (env_frames first)."""
 
@@ -143,8 +155,8 @@ class _CsvLog:
         self.path = path
         self.columns: list[str] | None = None
         self._file = None
-        self._writer: Any = None
         self._dropped: set[str] = set()
+        self._write_errors: set[int | None] = set()
         if path.exists():
             if start_frames > 0:
                 self.columns = self._truncate(start_frames)
@@ -175,15 +187,10 @@ class _CsvLog:
         return header
 
     def write(self, env_frames: int, metrics: Mapping[str, float]) -> None:
-        if self._file is None:
-            new_file = self.columns is None
-            if new_file:
-                self.columns = ["env_frames"] + [k for k in metrics if k != "env_frames"]
-            self._file = open(self.path, "a", newline="")
-            self._writer = csv.writer(self._file)
-            if new_file:
-                self._writer.writerow(self.columns)
-        assert self.columns is not None
+        rows = []
+        if self.columns is None:
+            self.columns = ["env_frames"] + [k for k in metrics if k != "env_frames"]
+            rows.append(self.columns)
         extra = set(metrics) - set(self.columns) - self._dropped
         if extra:
             self._dropped |= extra
@@ -191,8 +198,33 @@ class _CsvLog:
                 "metrics.csv columns are fixed by its first row; not recording %s there",
                 ", ".join(sorted(extra)),
             )
-        self._writer.writerow([env_frames] + [metrics.get(k, "") for k in self.columns[1:]])
-        self._file.flush()
+        rows.append([env_frames] + [metrics.get(k, "") for k in self.columns[1:]])
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        if not self._append(text.getvalue().encode()) and len(rows) == 2:
+            self.columns = None  # the header did not make it: the next row brings it
+
+    def _append(self, data: bytes) -> bool:
+        """Append whole rows or nothing: a failed write (a full disk) is cut back off, so the
+        file stays parseable, and the run goes on with one warning per kind of error."""
+        if self._file is None:
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (kept open)
+        good = self._file.seek(0, os.SEEK_END)
+        try:
+            written = self._file.write(data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of "
+                                            f"{len(data)} bytes)")
+            return True
+        except OSError as e:
+            try:
+                self._file.truncate(good)
+            except OSError:
+                pass
+            if e.errno not in self._write_errors:
+                self._write_errors.add(e.errno)
+                log.warning("metrics.csv: a row was not written (%s); training goes on", e)
+            return False
 
     def close(self) -> None:
         if self._file is not None:
@@ -262,9 +294,9 @@ class RunLogger:
     def _write_metadata(self, config: Any) -> None:
         import yaml
 
-        with open(self.run_dir / "config.yaml", "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False, default_flow_style=False)
-        (self.run_dir / "git_rev.txt").write_text(git_revision() + "\n")
+        text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+        _write_atomic(self.run_dir / "config.yaml", text)
+        _write_atomic(self.run_dir / "git_rev.txt", git_revision() + "\n")
 
     def _init_wandb(self, config: Any) -> Any:
         try:

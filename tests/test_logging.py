@@ -91,6 +91,40 @@ def test_csv_columns_fixed_by_first_row(tmp_path):
     assert math.isnan(float(rows[2]["return_mean"]))
 
 
+def test_csv_rows_are_whole_on_a_full_disk(tmp_path, caplog):
+    """Writes that fail or stop short (ENOSPC) are cut back off: the file stays parseable,
+    one warning per kind of error, and rows after the disk frees up land normally."""
+    import errno
+
+    class Disk:
+        def __init__(self, inner, plan):
+            self.inner, self.plan = inner, plan
+
+        def write(self, data):
+            mode = self.plan.pop(0) if self.plan else "ok"
+            if mode == "short":
+                return self.inner.write(data[: len(data) // 2])
+            if mode == "fail":
+                self.inner.write(data[:3])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.inner.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    lg = RunLogger(tmp_path, quiet(), RUN_CONFIG, total_frames=1000)
+    csv_log = lg._csv
+    lg.log(100, {"loss": 1.0})
+    csv_log._file = Disk(csv_log._file, ["short", "fail", "fail", "ok"])
+    for frames in (200, 300, 400, 500):
+        lg.log(frames, {"loss": frames / 100})
+    lg.close()
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [(r["env_frames"], r["loss"]) for r in rows] == [("100", "1.0"), ("500", "5.0")]
+    warned = [r.getMessage() for r in caplog.records if "metrics.csv: a row" in r.getMessage()]
+    assert len(warned) == 1 and "No space left on device" in warned[0]
+
+
 def test_csv_resume_keeps_rows_up_to_checkpoint(tmp_path):
     with RunLogger(tmp_path, quiet(), RUN_CONFIG, total_frames=1000) as lg:
         for frames in range(100, 600, 100):
