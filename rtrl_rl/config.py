@@ -139,6 +139,9 @@ class RunnerConfig:
         _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")
         _check(self.num_workers >= 1, "runner.num_workers", "must be >= 1")
         _check(self.queue_size >= 2, "runner.queue_size", "must be >= 2")
+        _check(self.kind != "async" or self.num_envs % self.num_workers == 0,
+               "runner.num_envs", f"({self.num_envs}) must be divisible by runner.num_workers "
+               f"({self.num_workers}) with runner=async")
 
 
 @dataclass

@@ -28,7 +28,6 @@ from multiprocessing.connection import wait
 import torch
 import torch.multiprocessing as mp
 
-from rtrl_rl.errors import ConfigError
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.async_worker import WorkerHandles, alloc_slots, worker_main
 from rtrl_rl.runners.weights import WeightBoard
@@ -50,10 +49,7 @@ def _exit_reason(code: int | None) -> str:
 class AsyncRunner:
     def __init__(self, cfg, agent, device: torch.device, spec, probe_env=None,
                  crash_after: dict[int, int] | None = None) -> None:
-        rc = cfg.runner
-        if rc.num_envs % rc.num_workers:
-            raise ConfigError(f"runner.num_envs ({rc.num_envs}) must be divisible by "
-                              f"runner.num_workers ({rc.num_workers})")
+        rc = cfg.runner  # validated: num_envs is a multiple of num_workers
         if rc.inference != "worker":
             log.info("runner=async runs policy inference in the workers "
                      "(runner.inference=%s is used by the sync runner only)", rc.inference)

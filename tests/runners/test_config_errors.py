@@ -17,10 +17,13 @@ import pytest
     ("+bogus=1", "bogus"),
     ("runner.kind=later", "runner.kind"),
     ("model.stem=resnet", "model.stem"),
+    ("runner=async runner.num_envs=5 runner.num_workers=2", "divisible by runner.num_workers"),
+    ("run_dir=/proc/nope", "run_dir /proc/nope: cannot use it"),
+    ("resume=/nonexistent/run", "resume: no checkpoint found"),
 ])
 def test_bad_value_is_one_line_naming_the_key(override, needle):
-    out = subprocess.run([sys.executable, "-m", "rtrl_rl.train", override, "logger=none"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "rtrl_rl.train", *override.split(),
+                          "logger=none"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], out.stderr
