@@ -100,7 +100,7 @@ def test_learner_error_stops_all_workers(tmp_path):
     assert pids and not _alive(pids)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
     """SIGKILL worker 1: the run goes on; its streams keep their ids, start new episodes
     (first = 1 at entry 0), act with current weights, and RTRL forgets their sensitivities."""
@@ -139,7 +139,7 @@ def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
         for name, value in expected.items():
             torch.testing.assert_close(carried[name][2:], value, rtol=1e-5, atol=1e-6)
         versions = []
-        for _ in range(3):  # policy versions keep advancing in the new worker
+        for _ in range(6):  # versions keep advancing (up to queue_size + 1 rollouts lag)
             rollout, _ = runner.next_rollout(learner.updates)
             versions.append(int(rollout.policy_version[2]))
             learner.update(rollout)

@@ -1,0 +1,350 @@
+"""Mutation check: do the tests catch a list of known, realistic one-line bugs?
+
+For each mutation (the list below) the repo (rtrl_rl/, tests/, configs/, scripts/,
+pyproject.toml) is copied into a temp dir, the mutation's exact text edits are applied (an
+``old`` that does not occur exactly ``count`` times is an error: the entry has rotted and must
+be updated), and its targeted tests run there with ``pytest -x -q -p no:cacheprovider`` under
+the repo's default markers (pyproject.toml). Outcomes:
+
+    caught     the tests failed                 survived  the tests passed
+    timeout    past the timeout; counts as caught only for entries flagged timeout_caught
+    error      pytest exited with a code other than 0 and 1 (collection error, no tests...)
+    baseline   the targeted tests fail without the mutation too: not run
+
+Everything runs from one snapshot of the working tree, taken at the start. The copies are
+imported instead of the editable install (cwd and PYTHONPATH; checked for every copy). The
+union of the targeted tests first runs once on the unmutated snapshot. Exit status: 0 all
+caught, 1 something survived (or error / uncounted timeout), 2 stale entries or baseline
+failures.
+
+    python scripts/mutation_check.py --list
+    python scripts/mutation_check.py --only G1,A2 --jobs 2 --json mutation_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("rtrl_rl", "tests", "configs", "scripts", "pyproject.toml")
+PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+
+
+@dataclass(frozen=True)
+class Edit:
+    file: str
+    old: str
+    new: str
+    count: int = 1  # how many times ``old`` must occur; every occurrence is replaced
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    description: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]  # pytest node ids or files, relative to the repo root
+    timeout_caught: bool = False  # a hang is this bug's natural symptom
+
+
+def mut(id_: str, file: str, old: str, new: str, description: str, *tests: str,
+        **kw: bool) -> Mutation:
+    """A mutation made of one edit."""
+    return Mutation(id_, description, (Edit(file, old, new),), tests, **kw)
+
+
+# Test targets, named once so that re-pointing a mutation is a one-word change.
+# (Before tests/algos/test_learner.py, M01-M05 could only point at the ~100 s learning runs of
+# tests/runners/test_learning.py, which all five survive.)
+LEARNER_TESTS = "tests/algos/test_learner.py"
+RESUME = "tests/runners/test_resume.py::test_resume_matches_uninterrupted_run"
+TILING = "tests/runners/test_async.py::test_batches_tile_time_per_stream"
+SIGKILL_WORKER = ("tests/runners/test_async.py::"
+                  "test_sigkilled_worker_is_restarted_with_fresh_streams")
+GUARDS, FAULTS = "tests/runners/test_run_guards.py", "tests/runners/test_checkpoint_faults.py"
+LEARNER, ACTOR, AGENT = "rtrl_rl/algos/learner.py", "rtrl_rl/runners/actor.py", \
+    "rtrl_rl/models/agent.py"
+ASYNC = "rtrl_rl/runners/async_runner.py"
+FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
+
+MUTATIONS: list[Mutation] = [
+    mut("M01", LEARNER, "log_rhos_from_logits(rollout.logits[:-1], logits.detach(), actions)",
+        "log_rhos_from_logits(logits.detach(), rollout.logits[:-1], actions)",
+        "V-trace log-ratios with behaviour and target logits swapped", LEARNER_TESTS),
+    mut("M02", LEARNER, "(~rollout.first[1:])", "(~rollout.first[:-1])",
+        "discounts from first[:-1] instead of first[1:]", LEARNER_TESTS),
+    mut("M03", ACTOR, "core_state = self.state_prev.clone()", "core_state = self.state.clone()",
+        "rollout core_state taken after entry 0 instead of before",
+        "tests/runners/test_actor.py"),
+    mut("M04", AGENT, "parts.append((self.clip_reward(reward.to(feats.dtype)) * keep)",
+        "parts.append((self.clip_reward(reward.to(feats.dtype)))",
+        "previous reward not zeroed at an episode start", "tests/models/test_agent.py"),
+    mut("M05", LEARNER, "clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)",
+        'clip_grad_norm_(agent.parameters(), float("inf"))',
+        "grad-norm clipping disabled (infinite max norm)", LEARNER_TESTS),
+    Mutation("M06", "/255 pixel scaling removed from both CNN stems (ImpalaResNet, NatureCNN)",
+             (Edit("rtrl_rl/models/stems.py", ".to(_param_dtype(self)) / 255.0",
+                   ".to(_param_dtype(self))", count=2),),
+             ("tests/models/test_stems.py",)),
+    # Both ways the pipe-per-worker runner notices a death: its sentinel, and EOF on its pipe.
+    Mutation("M07", "async runner: a worker that dies (exit or broken pipe) is never restarted",
+             (Edit(ASYNC, "self._restart(w, _exit_reason(self.procs[w].exitcode))", "pass"),
+              Edit(ASYNC, "self._restart(w, _exit_reason(self._exitcode(w)))", "pass")),
+             (SIGKILL_WORKER,), timeout_caught=True),
+    mut("M08", "rtrl_rl/evaluate.py", "make_env(cfg.env, num_envs, seed, split=split)",
+        'make_env(cfg.env, num_envs, seed, split="eval")',
+        "rtrl-eval ignores --split (always the eval levels)", "tests/test_evaluate.py"),
+    mut("M09", "rtrl_rl/runners/loop.py", 'returns.extend(counters["returns"])', "pass",
+        "resume does not restore the window of episode returns", RESUME),
+    mut("M10", "rtrl_rl/compare.py", "mean = curves.mean(axis=0)", "mean = curves[0]",
+        "rtrl-compare curve mean taken from the first run only", "tests/test_compare.py"),
+    # Our own: grad/
+    mut("G1", FACTORS, "p0 = p[0] * g[0]", "p0 = p[0]",
+        "chunk factors (PyTorch form): carried-sensitivity decay misses step 0",
+        "tests/grad/test_factors.py"),
+    mut("G2", FACTORS, "+ w_f[n] * phi[n]) * k", "+ w_f[n] * phi[n])",
+        "fused eLSTM kernel: sensitivities not reset at episode starts",
+        "tests/grad/test_factors.py", "tests/grad/test_exactness.py"),
+    mut("G3", "rtrl_rl/grad/rtrl.py", "g_vec = (s_vec * g[:, None, :]).sum(0)",
+        "g_vec = (s_vec * g[:, None, :]).mean(0)",
+        "RTRL injection: vector-parameter credit averaged over streams, not summed",
+        "tests/grad/test_exactness.py"),
+    mut("G4", "rtrl_rl/grad/bptt.py", "first, detach_every_step=True)",
+        "first, detach_every_step=False)",
+        "one_step: recurrence not cut at every step (it silently becomes BPTT)",
+        "tests/grad/test_exactness.py"),
+    # Our own: algos/
+    mut("A1", VTRACE, "cs = lambda_ * torch.clamp(rhos, max=1.0)",
+        "cs = torch.clamp(rhos, max=1.0)", "V-trace: lambda ignored in the trace coefficients",
+        "tests/algos/test_vtrace.py"),
+    mut("A2", VTRACE, "pg_rhos * (rewards + discounts * vs_tp1 - values)",
+        "pg_rhos * (rewards + discounts * values_tp1 - values)",
+        "V-trace: advantages bootstrap from V(x_t+1) instead of v_t+1",
+        "tests/algos/test_vtrace.py"),
+    mut("A3", "rtrl_rl/algos/losses.py", "base + entropy_cost * ent", "base - entropy_cost * ent",
+        "IMPALA loss: entropy term with the wrong sign (entropy penalised)",
+        "tests/algos/test_losses.py"),
+    # Our own: runners/
+    mut("R1", ACTOR, "v[0] = v[-1]", "v[0] = v[-2]",
+        "actor: entry T-1 instead of T carried over as the next rollout's entry 0", TILING),
+    mut("R2", ACTOR, 'state["state"].clone(), state["state_prev"].clone()',
+        'state["state_prev"].clone(), state["state"].clone()',
+        "actor resume: state and state_prev restored swapped", RESUME),
+    mut("R3", "rtrl_rl/runners/sync.py", "        self.actor.policy_version = policy_version\n",
+        "", "sync runner: rollouts not stamped with the learner's policy version",
+        "tests/runners/test_sync.py"),
+    # Our own: the fault handling around the runners
+    mut("F1", "rtrl_rl/runners/weights.py", "if int(self.meta[seq]) == before:", "if True:",
+        "weight board: a reader keeps a copy the writer overwrote meanwhile (torn weights)",
+        "tests/runners/test_weights.py::test_concurrent_reads_are_never_torn"),
+    mut("F2", "rtrl_rl/runners/weights.py", "b, seq = v % 2, 1 + v % 2\n        self.meta[seq]",
+        "b, seq = 0, 1\n        self.meta[seq]",
+        "weight board: every version written into the same buffer",
+        "tests/runners/test_weights.py"),
+    mut("F3", "rtrl_rl/run_dir.py", "fcntl.LOCK_EX | fcntl.LOCK_NB",
+        "fcntl.LOCK_SH | fcntl.LOCK_NB",
+        "run_dir lock taken shared: two runs may own one directory", GUARDS),
+    mut("F4", "rtrl_rl/resume.py", "fatal = [pair(k) for k in changed if _must_match(k)]",
+        "fatal = []", "resume accepts changed shape/state keys", GUARDS),
+    mut("F5", LEARNER, "            group.update(hyper)\n", "",
+        "resume keeps the checkpoint's optimizer hyperparameters over the config's", GUARDS),
+    mut("F6", "rtrl_rl/runners/loop.py", "            if final:\n                raise",
+        "            if True:\n                raise",
+        "a failed periodic checkpoint ends the run", FAULTS),
+    mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
+        "resume=true gives up at an unreadable newest checkpoint", FAULTS),
+]
+
+
+class Stale(Exception):
+    """A mutation's ``old`` text no longer occurs as expected."""
+
+
+def mutated_texts(root: Path, m: Mutation) -> dict[str, str]:
+    """The mutated contents of m's files under ``root``; ``Stale`` if an edit does not fit."""
+    texts: dict[str, str] = {}
+    problems = []
+    for e in m.edits:
+        if e.file not in texts:
+            path = root / e.file
+            texts[e.file] = path.read_text() if path.is_file() else ""
+        found = texts[e.file].count(e.old)
+        if found != e.count:
+            problems.append(f"{m.id}: {e.file}: {e.old.strip()!r} occurs {found} times, "
+                            f"expected {e.count}")
+        texts[e.file] = texts[e.file].replace(e.old, e.new)
+    if problems:
+        raise Stale("\n".join(problems))
+    return texts
+
+
+def copy_tree(src: Path) -> Path:
+    dst = Path(tempfile.mkdtemp(prefix="mutcheck-"))
+    for name in COPIED:  # no .pyc (a same-size edit could reuse one); numba's cache is kept
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("*.pyc"))
+        elif (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+    return dst
+
+
+def env_for(copy: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def check_imports_copy(copy: Path) -> None:
+    """From elsewhere (as a spawned worker would), ``rtrl_rl`` and ``tests`` are the copy's."""
+    code = ("import sys; sys.path.pop(0); import rtrl_rl, tests; "
+            "print(rtrl_rl.__file__, tests.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy.parent, env=env_for(copy),
+                         capture_output=True, text=True, timeout=120)
+    files = out.stdout.split()
+    if out.returncode or len(files) != 2 or not all(
+            Path(f).resolve().is_relative_to(copy.resolve()) for f in files):
+        raise RuntimeError(f"{copy} is not what gets imported: {out.stdout}{out.stderr}")
+
+
+def run_pytest(copy: Path, tests: list[str], timeout: float, stop_first: bool = True) -> dict:
+    cmd = [*PYTEST, *(["-x"] if stop_first else []), *tests]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=copy, env=env_for(copy), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        status = {0: "survived", 1: "caught"}.get(proc.returncode, "error")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # pytest and whatever it spawned
+        out, _ = proc.communicate()
+        status = "timeout"
+    failed = [ln.split(" ", 1)[1].split(" - ", 1)[0].strip() for ln in out.splitlines()
+              if ln.startswith(("FAILED ", "ERROR "))]
+    return {"status": status, "returncode": proc.returncode, "failed": failed,
+            "seconds": round(time.monotonic() - t0, 1), "tail": out[-2000:]}
+
+
+def within(a: str, b: str) -> bool:
+    """Node id ``b`` is ``a`` or lies inside it (a file, a test, a parametrization)."""
+    return b == a or b.startswith((a + "::", a + "["))
+
+
+def run_mutation(snapshot: Path, m: Mutation, timeout: float) -> dict:
+    copy = copy_tree(snapshot)
+    try:
+        check_imports_copy(copy)
+        for file, text in mutated_texts(copy, m).items():
+            (copy / file).write_text(text)
+        result = run_pytest(copy, list(m.tests), timeout)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    print(f"  {m.id}: {result['status']} ({result['seconds']} s)", file=sys.stderr, flush=True)
+    return result
+
+
+def show(rows: list[list[str]], title: str) -> None:
+    header = ["id", "file", "description", "targeted tests", "result", "s"]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        for r in [header, *rows]:
+            print(" | ".join(r))
+        return
+    table = Table(title=title, show_lines=True)
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated mutation ids")
+    ap.add_argument("--list", action="store_true", help="list (and check) the mutations, exit")
+    ap.add_argument("--jobs", type=int, default=1, help="mutations run at once (default 1)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutation")
+    ap.add_argument("--json", type=Path, help="also write the results to this file")
+    args = ap.parse_args(argv)
+    by_id = {m.id: m for m in MUTATIONS}
+    ids = args.only.split(",") if args.only else list(by_id)
+    if unknown := [i for i in ids if i not in by_id]:
+        ap.error(f"unknown mutation ids {unknown}; known: {', '.join(by_id)}")
+    selected = [by_id[i] for i in ids]
+
+    def row(m: Mutation, result: str, seconds: str = "") -> list[str]:
+        files = ", ".join(dict.fromkeys(e.file.removeprefix("rtrl_rl/") for e in m.edits))
+        tests = "\n".join(t.removeprefix("tests/") for t in m.tests)
+        return [m.id, files, m.description, tests, result, seconds]
+
+    snapshot = ROOT if args.list else copy_tree(ROOT)
+    try:
+        stale = {}
+        for m in selected:
+            try:
+                mutated_texts(snapshot, m)
+            except Stale as e:
+                stale[m.id] = str(e)
+        if args.list:
+            show([row(m, "STALE" if m.id in stale else "ok") for m in selected], "mutations")
+        for text in stale.values():
+            print(f"stale mutation: {text}", file=sys.stderr)
+        if args.list or stale:
+            return 2 if stale else 0
+
+        targets = list(dict.fromkeys(t for m in selected for t in m.tests))
+        print(f"baseline: {len(targets)} targets on the unmutated tree ...", file=sys.stderr)
+        check_imports_copy(snapshot)
+        base = run_pytest(snapshot, targets, args.timeout * len(targets), stop_first=False)
+        if base["status"] not in ("survived", "caught") or (
+                base["status"] == "caught" and not base["failed"]):
+            print(f"baseline could not run ({base['status']}):\n{base['tail']}", file=sys.stderr)
+            return 2
+        broken = {m.id: [f for f in base["failed"] if any(
+            within(t, f) or within(f, t) for t in m.tests)] for m in selected}
+        print(f"baseline: {'FAILED ' + ', '.join(base['failed']) if base['failed'] else 'passed'}"
+              f" ({base['seconds']} s)", file=sys.stderr)
+        runnable = [m for m in selected if not broken[m.id]]
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            done = dict(zip([m.id for m in runnable], pool.map(
+                lambda m: run_mutation(snapshot, m, args.timeout), runnable), strict=True))
+    finally:
+        if snapshot is not ROOT:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    records = []
+    for m in selected:
+        r = done.get(m.id) or {"status": "baseline", "failed": broken[m.id], "seconds": 0.0}
+        counted = r["status"] == "caught" or (r["status"] == "timeout" and m.timeout_caught)
+        records.append({"id": m.id, "description": m.description, "tests": list(m.tests),
+                        "files": [e.file for e in m.edits], "caught": counted, **r})
+    show([row(m, r["status"], f"{r['seconds']:.0f}") for m, r in zip(selected, records,
+                                                                      strict=True)],
+         "mutation check")
+    caught = sum(r["caught"] for r in records)
+    print(f"caught {caught} / {len(records)}")
+    for status in ("survived", "timeout", "error", "baseline"):
+        if hit := [r["id"] for r in records if r["status"] == status]:
+            print(f"{status}: {', '.join(hit)}")
+    if args.json:
+        args.json.write_text(json.dumps({"baseline": base, "mutations": records}, indent=1))
+    if any(r["status"] == "baseline" for r in records):
+        return 2
+    return 0 if caught == len(records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
