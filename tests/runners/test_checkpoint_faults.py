@@ -71,22 +71,23 @@ def test_failed_periodic_saves_warn_and_training_goes_on(tmp_path, monkeypatch, 
         "updates"] == 8
 
 
-def test_failed_final_save_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys):
-    from rtrl_rl import train as cli
-
-    def broken(ckpt_dir, state, step, keep=3):
-        raise CheckpointError(f"could not write checkpoint {step}: OSError: [Errno 28] {ENOSPC}")
-
-    monkeypatch.setattr(loop, "save_checkpoint", broken)
-    monkeypatch.setattr(sys, "argv", ["rtrl-train", f"run_dir={tmp_path}", "logger=none",
-                                      "runner.num_envs=4", "runner.unroll=5", *BASE,
-                                      "max_updates=2"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("rtrl-train: error: could not write checkpoint 2: OSError: [Errno 28] "
-                       f"{ENOSPC}")
+def test_failed_final_save_exits_nonzero_with_one_line(tmp_path):
+    code = (
+        "import sys\n"
+        "from rtrl_rl.checkpoint import CheckpointError\n"
+        "from rtrl_rl.runners import loop\n"
+        "def broken(ckpt_dir, state, step, keep=3):\n"
+        "    raise CheckpointError(f'could not write checkpoint {step}: OSError: [Errno 28] "
+        f"{ENOSPC}')\n"
+        "loop.save_checkpoint = broken\n"
+        "from rtrl_rl.train import main\n"
+        "sys.argv = ['rtrl-train', *sys.argv[1:]]\n"
+        "main()\n")
+    result = subprocess.run([sys.executable, "-c", code, *CLI[3:], f"run_dir={tmp_path}",
+                             "max_updates=2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"rtrl-train: error: could not write checkpoint 2: OSError: [Errno 28] {ENOSPC}"]
 
 
 def _tmpfs_runner() -> list[str] | None:
