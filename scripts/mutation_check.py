@@ -124,6 +124,10 @@ MUTATIONS: list[Mutation] = [
         "first, detach_every_step=False)",
         "one_step: recurrence not cut at every step (it silently becomes BPTT)",
         "tests/grad/test_exactness.py"),
+    mut("G5", "rtrl_rl/grad/base.py", "            return None  # every stream, in order",
+        "            return stream_ids  # every stream, in order",
+        "RTRL: a whole in-order batch takes the slower gathered path (training's batches)",
+        "tests/grad/test_stream_ids.py"),
     # Our own: algos/
     mut("A1", VTRACE, "cs = lambda_ * torch.clamp(rhos, max=1.0)",
         "cs = torch.clamp(rhos, max=1.0)", "V-trace: lambda ignored in the trace coefficients",

@@ -63,4 +63,7 @@ class TemporalGrad(ABC):
                     "pass stream_ids"
                 )
             return None
+        if stream_ids.numel() == self.num_streams and torch.equal(
+                stream_ids.cpu(), torch.arange(self.num_streams)):
+            return None  # every stream, in order: the modules' faster whole-batch path
         return stream_ids
