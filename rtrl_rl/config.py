@@ -130,6 +130,11 @@ class RunnerConfig:
     num_workers: int = 2  # async: env worker processes
     inference: str = "learner"  # async: where the policy runs (learner | worker)
     queue_size: int = 2  # async: rollout slots per worker (more = more policy lag)
+    batch_size: int = 0  # async: streams per learner batch, from the oldest ready (0 = all)
+
+    @property
+    def streams_per_batch(self) -> int:
+        return self.batch_size or self.num_envs
 
     def __post_init__(self) -> None:
         _choice(self.kind, "runner.kind", ("sync", "async"))
@@ -142,6 +147,16 @@ class RunnerConfig:
         _check(self.kind != "async" or self.num_envs % self.num_workers == 0,
                "runner.num_envs", f"({self.num_envs}) must be divisible by runner.num_workers "
                f"({self.num_workers}) with runner=async")
+        b = self.batch_size
+        _check(0 <= b <= self.num_envs, "runner.batch_size",
+               f"must be in [0, runner.num_envs={self.num_envs}], got {b}")
+        if b and b != self.num_envs:
+            _check(self.kind == "async", "runner.batch_size",
+                   f"{b} < runner.num_envs needs runner=async (sync batches hold every stream)")
+            per_worker = self.num_envs // self.num_workers
+            _check(b % per_worker == 0, "runner.batch_size",
+                   f"must be a multiple of the {per_worker} streams of one worker "
+                   "(runner.num_envs / runner.num_workers)")
 
 
 @dataclass

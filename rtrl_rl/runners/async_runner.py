@@ -6,8 +6,10 @@
   trip to the learner; V-trace corrects the resulting policy lag, which is logged.
 - Rollouts come back through preallocated shared-memory slots (``queue_size`` per worker);
   each worker has its own pipe for slot numbers, so no process shares a lock with another.
-  A learner batch takes the oldest ready rollout of *every* worker, so each stream's chunks
-  reach the temporal-gradient module in order and exactly once per batch.
+- A learner batch is ``runner.batch_size`` streams (default: all): the oldest ready rollouts,
+  at most one per worker, with no barrier on the others. A worker's rollouts are taken in the
+  order it made them, so each stream's chunks reach the temporal-gradient module in order,
+  and never two of them in one batch.
 - A worker that dies (an exception, or SIGKILL at any moment) is restarted at once with the
   same stream ids. Its streams start new episodes (``first = 1`` at entry 0, so RTRL resets
   their sensitivities) and act with the newest weights; the frames it lost are counted.
@@ -58,6 +60,7 @@ class AsyncRunner:
             probe_env.close()
         self.cfg, self.agent, self.device = cfg, agent, device
         self.num_workers, self.per_worker = rc.num_workers, rc.num_envs // rc.num_workers
+        self.batch_workers = rc.streams_per_batch // self.per_worker  # validated: divides
         self.ctx = mp.get_context("spawn")
         self.template = copy.deepcopy(agent).cpu()
         self.board = WeightBoard(agent)
@@ -69,7 +72,8 @@ class AsyncRunner:
         self.conns: list = [None] * n
         self.generation = [0] * n
         self.failed_starts = [0] * n  # deaths since the worker's last delivered rollout
-        self.pending: list[deque] = [deque() for _ in range(n)]
+        self.pending: list[deque] = [deque() for _ in range(n)]  # (arrival, slot, eps, ver)
+        self._arrivals = 0
         self.restarts, self.lost_frames = 0, 0
         self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
         self._died_at: dict[int, float] = {}
@@ -134,7 +138,8 @@ class AsyncRunner:
                     self._restart(w, msg[1].strip().splitlines()[-1])
                     return
                 _, slot, episodes, version = msg
-                self.pending[w].append((slot, episodes, version))
+                self._arrivals += 1
+                self.pending[w].append((self._arrivals, slot, episodes, version))
                 self.failed_starts[w] = 0
                 if w in self._died_at:
                     took = time.monotonic() - self._died_at.pop(w)
@@ -160,16 +165,20 @@ class AsyncRunner:
                 self._restart(w, _exit_reason(self.procs[w].exitcode))
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
-        """Wait until every worker has a rollout ready; return them as one batch."""
-        while any(not p for p in self.pending):
+        """Wait until ``batch_workers`` workers have a rollout ready; return the oldest ones
+        (one per worker) as one batch, in worker order."""
+        self._poll(timeout=0.0)  # take what has arrived, so "oldest" sees all of it
+        while sum(1 for p in self.pending if p) < self.batch_workers:
             self._poll(timeout=1.0)
+        ready = sorted((p[0][0], w) for w, p in enumerate(self.pending) if p)
+        chosen = sorted(w for _, w in ready[: self.batch_workers])
         taken, episodes = [], []
-        for w in range(self.num_workers):
-            slot, eps, _ = self.pending[w].popleft()
-            taken.append(slot)
+        for w in chosen:
+            _, slot, eps, _ = self.pending[w].popleft()
+            taken.append((w, slot))
             episodes.extend(eps)
-        batch = Rollout.cat([self.slots[w][s] for w, s in enumerate(taken)])  # copies
-        for w, slot in enumerate(taken):
+        batch = Rollout.cat([self.slots[w][s] for w, s in taken])  # copies
+        for w, slot in taken:
             try:
                 self.conns[w].send(slot)
             except OSError:  # dead: noticed and restarted at the next poll

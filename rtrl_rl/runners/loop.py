@@ -123,7 +123,7 @@ def _train(cfg: TrainConfig) -> float:
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)
     grad = make_grad(cfg.grad.name, agent.core, cfg.runner.num_envs)
     frames_per_step = int(getattr(env, "frames_per_step", 1))
-    frames_per_update = cfg.runner.unroll * cfg.runner.num_envs * frames_per_step
+    frames_per_update = cfg.runner.unroll * cfg.runner.streams_per_batch * frames_per_step
     # The LR schedule spans the frame budget; max_updates only stops the run earlier.
     schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
     total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)

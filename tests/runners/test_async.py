@@ -149,3 +149,36 @@ def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
     finally:
         runner.close()
     assert not _alive([p.pid for p in runner.procs])
+
+
+def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
+    """batch_size=4 of 8 streams (4 workers of 2): every batch holds two distinct workers,
+    no stream twice, each stream's chunks in order (they tile time), and no worker starves."""
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.num_workers=4", "runner.num_envs=8",
+                   "runner.batch_size=4")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
+    learner = Learner(agent, grad, cfg.algo, 100)
+    last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    seen: dict[int, int] = {}
+    try:
+        for _ in range(12):
+            rollout, _ = runner.next_rollout(learner.updates)
+            ids = rollout.stream_ids.tolist()
+            assert len(ids) == 4 == len(set(ids))
+            assert len({i // 2 for i in ids}) == 2 and all(ids[j] // 2 == ids[j + 1] // 2
+                                                           for j in (0, 2))
+            for col, sid in enumerate(ids):
+                if sid in last:
+                    obs, action = last[sid]
+                    assert torch.equal(obs, rollout.obs[0, col]), sid
+                    assert torch.equal(action, rollout.action[0, col]), sid
+                last[sid] = (rollout.obs[-1, col].clone(), rollout.action[-1, col].clone())
+                seen[sid] = seen.get(sid, 0) + 1
+            learner.update(rollout)
+            runner.after_update()
+    finally:
+        runner.close()
+    assert sorted(seen) == list(range(8)) and min(seen.values()) >= 3, seen
