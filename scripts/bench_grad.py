@@ -202,6 +202,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="only B=32, T=50, N=256")
+    ap.add_argument("--points", metavar="T:N,...", help="grid points instead of the grid, "
+                    "e.g. 50:256,50:512")
+    ap.add_argument("--batch", type=int, default=32, help="streams B (32)")
     ap.add_argument("--json", metavar="PATH", help="write the rows here")
     ap.add_argument("--rounds", type=int, default=8, help="rounds per paired run")
     ap.add_argument("--block", type=int, default=4,
@@ -214,8 +217,13 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         ap.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    b, i = 32, 257
+    b, i = args.batch, 257
     grid = [(50, 256)] if args.quick else [(t, n) for n in (128, 256, 512) for t in (10, 50, 100)]
+    if args.points:
+        try:
+            grid = [(int(t), int(n)) for t, n in (p.split(":") for p in args.points.split(","))]
+        except ValueError:
+            ap.error(f"--points: expected T:N[,T:N...], got {args.points!r}")
     from rich.progress import Progress
 
     rows: list[dict] = []

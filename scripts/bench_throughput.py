@@ -83,8 +83,8 @@ def main() -> None:
         env_cfg = {"family": "atari", "game": "pong"} if preset.startswith("atari") else {
             "family": "procgen", "game": "coinrun"}
         ceiling = env_only(env_cfg, args.num_envs, args.env_seconds)
-        rows.append({"env": name, "runner": "env-only", "grad": "-", "fps": ceiling,
-                     "fraction": 1.0})
+        rows.append({"env": name, "runner": "env-only", "inference": "-", "grad": "-",
+                     "fps": ceiling, "fraction": 1.0})
         print(f"{name:16s} env-only          {ceiling:9.0f} frames/s", flush=True)
         for runner in ("sync", "async"):
             for grad in ("rtrl", "bptt"):
@@ -94,9 +94,11 @@ def main() -> None:
                              "fraction": fps / ceiling})
                 print(f"{name:16s} {runner:5s} {grad:5s}       {fps:9.0f} frames/s "
                       f"({fps / ceiling:.1%} of env-only)", flush=True)
+    ceilings = {r["env"]: r["fps"] for r in rows if r["runner"] == "env-only"}
     for r in rows:
         r.update(device=args.device, num_envs=args.num_envs, unroll=args.unroll,
-                 workers=args.workers, threads=torch.get_num_threads())
+                 workers=args.workers, threads=torch.get_num_threads(),
+                 frames_per_s=r["fps"], env_only_frames_per_s=ceilings[r["env"]])
     print("\n| env | runner | grad | frames/s | of env-only |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['env']} | {r['runner']} | {r['grad']} | {r['fps']:.0f} | "

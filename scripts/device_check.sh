@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One command for a machine with an NVIDIA GPU: the gpu tests, the learner update's cost on
+# the device, and end-to-end throughput on CUDA. Writes a log and JSON under OUT.
+#
+#   scripts/device_check.sh OUT              # on the GPU machine (wheels from .whl/ if there)
+#   scripts/device_check.sh OUT --dry-run    # the same steps on the CPU at tiny sizes
+#
+# Steps (each under its own time limit; the whole check stays under 8 minutes):
+#   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
+#   2. pytest -m gpu (they skip without CUDA)
+#   3. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step
+#   4. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
+#      is skipped, and the log says why), sync and async runners, rtrl and bptt
+# Exit status: 0 when every step that ran passed, 1 otherwise.
+set -uo pipefail
+OUT=${1:?usage: device_check.sh OUT [--dry-run]}
+DRY=0
+[[ ${2:-} == --dry-run ]] && DRY=1
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+exec > >(tee "$OUT/device_check.log") 2>&1
+PY=${PY:-python3}
+[[ $DRY == 1 && -x .venv/bin/python ]] && PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
+if [[ -d .whl ]] && ! "$PY" -c "import hydra, gymnasium" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+DEVICE=cuda
+[[ $DRY == 1 ]] && DEVICE=cpu
+failed=0
+: > "$OUT/steps.jsonl"
+
+step() {  # step NAME SECONDS CMD...: run, time, record
+  local name=$1 limit=$2; shift 2
+  echo "== $name ($(date -u +%FT%TZ)): $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@"
+  local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0)) s"
+  printf '{"step": "%s", "rc": %d, "seconds": %d}\n' "$name" "$rc" "$((SECONDS - t0))" \
+      >> "$OUT/steps.jsonl"
+  [[ $rc == 0 ]] || failed=1
+}
+
+step machine 60 "$PY" - "$OUT/machine.json" <<'PYEOF'
+import json, platform, subprocess, sys
+import numpy, torch
+info = {"python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+try:
+    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                        timeout=20).stdout.strip()
+except (OSError, subprocess.SubprocessError):
+    info["nvidia_smi"] = None
+families = {}
+for family, module in (("atari", "ale_py"), ("procgen", "procgen"), ("config", "hydra")):
+    try:
+        __import__(module)
+        families[family] = "ok"
+    except Exception as e:  # numpy 2 against a numpy<2 build, a missing wheel, ...
+        families[family] = f"skipped: {type(e).__name__}: {e}"
+info["families"] = families
+print(json.dumps(info, indent=1))
+json.dump(info, open(sys.argv[1], "w"), indent=1)
+PYEOF
+envs=$("$PY" -c "import json,sys; f=json.load(open(sys.argv[1]))['families']; \
+print(','.join(n for n, k in (('atari_pong','atari'),('procgen_coinrun','procgen')) if f[k]=='ok'))" \
+    "$OUT/machine.json" 2>/dev/null)
+echo "env families for throughput: ${envs:-none}"
+
+step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests \
+    --junitxml "$OUT/gpu_tests.xml"
+
+if [[ $DRY == 1 ]]; then
+  step bench_grad 120 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 --batch 4 \
+      --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
+else
+  step bench_grad 180 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
+      --rounds 6 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
+fi
+
+if [[ -n $envs ]]; then
+  if [[ $DRY == 1 ]]; then
+    step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
+        --envs "$envs" --num-envs 2 --unroll 5 --updates 2 --workers 1 --env-seconds 1 \
+        --json "$OUT/bench_throughput.json"
+  else
+    step bench_throughput 200 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
+        --envs "$envs" --num-envs 32 --unroll 50 --updates 8 --workers 8 --env-seconds 8 \
+        --json "$OUT/bench_throughput.json"
+  fi
+fi
+echo "== done: $( [[ $failed == 0 ]] && echo all steps passed || echo some step failed ); \
+files in $OUT"
+exit $failed
