@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -153,7 +154,8 @@ def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
 
 def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
     """batch_size=4 of 8 streams (4 workers of 2): every batch holds two distinct workers,
-    no stream twice, each stream's chunks in order (they tile time), and no worker starves."""
+    no stream twice, each stream's chunks in order (they tile time), and no worker starves
+    (workers that start late join in; learning does not wait for them)."""
     cfg = make_cfg(tmp_path, *ASYNC, "runner.num_workers=4", "runner.num_envs=8",
                    "runner.batch_size=4")
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
@@ -164,7 +166,8 @@ def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
     last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     seen: dict[int, int] = {}
     try:
-        for _ in range(12):
+        deadline = time.time() + 60  # spawned workers may start seconds apart under load
+        while not (len(seen) == 8 and min(seen.values()) >= 3) and time.time() < deadline:
             rollout, _ = runner.next_rollout(learner.updates)
             ids = rollout.stream_ids.tolist()
             assert len(ids) == 4 == len(set(ids))
