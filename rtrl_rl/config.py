@@ -131,6 +131,7 @@ class RunnerConfig:
     inference: str = "learner"  # async: where the policy runs (learner | worker)
     queue_size: int = 2  # async: rollout slots per worker (more = more policy lag)
     batch_size: int = 0  # async: streams per learner batch, from the oldest ready (0 = all)
+    worker_timeout_s: float = 300.0  # async: an awaited worker silent this long is restarted
 
     @property
     def streams_per_batch(self) -> int:
@@ -144,6 +145,7 @@ class RunnerConfig:
         _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")
         _check(self.num_workers >= 1, "runner.num_workers", "must be >= 1")
         _check(self.queue_size >= 2, "runner.queue_size", "must be >= 2")
+        _check(self.worker_timeout_s >= 0, "runner.worker_timeout_s", "must be >= 0 (0: never)")
         _check(self.kind != "async" or self.num_envs % self.num_workers == 0,
                "runner.num_envs", f"({self.num_envs}) must be divisible by runner.num_workers "
                f"({self.num_workers}) with runner=async")

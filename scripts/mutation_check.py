@@ -166,6 +166,10 @@ MUTATIONS: list[Mutation] = [
     mut("F6", "rtrl_rl/runners/loop.py", "            if final:\n                raise",
         "            if True:\n                raise",
         "a failed periodic checkpoint ends the run", FAULTS),
+    mut("F8", ASYNC, "            self._restart_silent()\n", "",
+        "async runner: a stuck (alive, silent) worker is waited for forever",
+        "tests/runners/test_async.py::test_a_stuck_worker_is_killed_and_restarted",
+        timeout_caught=True),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

@@ -13,7 +13,9 @@
 - A worker that dies (an exception, or SIGKILL at any moment) is restarted at once with the
   same stream ids. Its streams start new episodes (``first = 1`` at entry 0, so RTRL resets
   their sensitivities) and act with the newest weights; the frames it lost are counted.
-  A worker that keeps dying before its first rollout stops the run. Any learner error stops
+  A worker that keeps dying before its first rollout stops the run. A worker that is alive
+  but silent for ``runner.worker_timeout_s`` while the learner waits for it (a stuck env)
+  is killed and restarted the same way. Any learner error stops
   all workers: ``close`` runs from the training loop's ``finally``; a learner that is killed
   closes its pipes, and the workers exit on their own.
 """
@@ -77,6 +79,7 @@ class AsyncRunner:
         self.restarts, self.lost_frames = 0, 0
         self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
         self._died_at: dict[int, float] = {}
+        self._heard = [0.0] * n  # when each worker last sent something (or was started)
         self._crash_after = dict(crash_after or {})
         for w in range(n):
             self._start(w)
@@ -99,6 +102,7 @@ class AsyncRunner:
         proc.start()
         theirs.close()  # the worker holds the only other end: EOF tells either side
         self.procs[w], self.conns[w] = proc, ours
+        self._heard[w] = time.monotonic()
 
     def _restart(self, w: int, why: str) -> None:
         self.restarts += 1
@@ -134,6 +138,7 @@ class AsyncRunner:
         try:
             while conn.poll(0):
                 msg = conn.recv()
+                self._heard[w] = time.monotonic()
                 if msg[0] == "error":
                     self._restart(w, msg[1].strip().splitlines()[-1])
                     return
@@ -164,12 +169,23 @@ class AsyncRunner:
             else:
                 self._restart(w, _exit_reason(self.procs[w].exitcode))
 
+    def _restart_silent(self) -> None:
+        """Kill and restart each worker the learner waits for that has been silent too long."""
+        limit = self.cfg.runner.worker_timeout_s
+        now = time.monotonic()
+        for w in range(self.num_workers):
+            if limit and not self.pending[w] and now - self._heard[w] > limit:
+                self.procs[w].kill()
+                self.procs[w].join(timeout=2)
+                self._restart(w, f"alive but silent for {now - self._heard[w]:.0f} s")
+
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
         """Wait until ``batch_workers`` workers have a rollout ready; return the oldest ones
         (one per worker) as one batch, in worker order."""
         self._poll(timeout=0.0)  # take what has arrived, so "oldest" sees all of it
         while sum(1 for p in self.pending if p) < self.batch_workers:
             self._poll(timeout=1.0)
+            self._restart_silent()
         ready = sorted((p[0][0], w) for w, p in enumerate(self.pending) if p)
         chosen = sorted(w for _, w in ready[: self.batch_workers])
         taken, episodes = [], []

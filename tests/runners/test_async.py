@@ -185,3 +185,28 @@ def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
     finally:
         runner.close()
     assert sorted(seen) == list(range(8)) and min(seen.values()) >= 3, seen
+
+
+@pytest.mark.timeout(60)
+def test_a_stuck_worker_is_killed_and_restarted(tmp_path):
+    """SIGSTOP (alive, silent): after runner.worker_timeout_s the learner restarts it."""
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    try:
+        for _ in range(2):
+            runner.next_rollout(0)
+        stuck = runner.procs[0]
+        os.kill(stuck.pid, signal.SIGSTOP)
+        t0 = time.time()
+        while not runner.restarts:
+            rollout, _ = runner.next_rollout(0)
+        assert 3 <= time.time() - t0 < 30
+        assert runner.procs[0].pid != stuck.pid and not stuck.is_alive()
+        for _ in range(3):
+            rollout, _ = runner.next_rollout(0)
+            assert rollout.stream_ids.tolist() == [0, 1, 2, 3]
+    finally:
+        runner.close()
+    assert not _alive([p.pid for p in runner.procs] + [stuck.pid])
