@@ -57,12 +57,9 @@ def precheck(overrides: list[str]) -> None:
 def hydra_main(cfg: DictConfig) -> float:
     from rtrl_rl.config import validate
     from rtrl_rl.runners.loop import train
-
-    # --- sweeps (issue #6): a multirun's W&B runs share a group named after the sweep dir.
     from rtrl_rl.sweep import apply_sweep_wandb_group
 
-    apply_sweep_wandb_group(cfg)
-    # --- end sweeps
+    apply_sweep_wandb_group(cfg)  # a multirun's W&B runs share a group named after its dir
     try:
         return train(validate(cfg))
     except ConfigError as e:

@@ -120,12 +120,17 @@ class AsyncRunner:
         self._died_at[w] = time.monotonic()
         self._start(w)
 
-    def _stop_worker(self, w: int, grace: float) -> None:
-        proc, conn = self.procs[w], self.conns[w]
+    def _send(self, w: int, msg: int | None) -> None:
+        """A freed slot, or None (stop), to worker ``w``; a dead one is handled at the next
+        poll."""
         try:
-            conn.send(None)
+            self.conns[w].send(msg)
         except OSError:
             pass
+
+    def _stop_worker(self, w: int, grace: float) -> None:
+        proc, conn = self.procs[w], self.conns[w]
+        self._send(w, None)
         proc.join(timeout=grace)
         if proc.is_alive():
             proc.kill()
@@ -175,8 +180,6 @@ class AsyncRunner:
         now = time.monotonic()
         for w in range(self.num_workers):
             if limit and not self.pending[w] and now - self._heard[w] > limit:
-                self.procs[w].kill()
-                self.procs[w].join(timeout=2)
                 self._restart(w, f"alive but silent for {now - self._heard[w]:.0f} s")
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
@@ -195,10 +198,7 @@ class AsyncRunner:
             episodes.extend(eps)
         batch = Rollout.cat([self.slots[w][s] for w, s in taken])  # copies
         for w, slot in taken:
-            try:
-                self.conns[w].send(slot)
-            except OSError:  # dead: noticed and restarted at the next poll
-                pass
+            self._send(w, slot)
         return batch, episodes
 
     def after_update(self) -> None:
@@ -216,12 +216,9 @@ class AsyncRunner:
         return False
 
     def close(self) -> None:
-        for conn in self.conns:
+        for w, conn in enumerate(self.conns):
             if conn is not None:
-                try:
-                    conn.send(None)
-                except OSError:
-                    pass
+                self._send(w, None)
         deadline = time.time() + 5
         for proc in self.procs:
             if proc is not None:
