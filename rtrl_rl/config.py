@@ -63,9 +63,12 @@ class ModelConfig:
     forget_bias: float = 1.0
     prev_reward: bool = True
     prev_action: bool = False
+    amp: str = "none"  # none | bf16: autocast the stem and heads (the core stays float32)
+    compile_stem: bool = False  # torch.compile the stem (in each process that runs it)
 
     def __post_init__(self) -> None:
         _choice(self.stem, "model.stem", ("impala", "nature", "mlp"))
+        _choice(self.amp, "model.amp", ("none", "bf16"))
         _choice(self.core, "model.core", ("elstm", "lstm", "none"))
         _check(self.hidden_size >= 1, "model.hidden_size", f"must be >= 1, got {self.hidden_size}")
         _check(self.layers >= 1, "model.layers", f"must be >= 1, got {self.layers}")
@@ -128,7 +131,9 @@ class RunnerConfig:
     unroll: int = 10
     total_frames: int = 2_000_000
     num_workers: int = 2  # async: env worker processes
-    inference: str = "learner"  # async: where the policy runs (learner | worker)
+    # async: where the policy runs: learner (its device, batched) | worker (each worker's CPU)
+    # | auto (learner when the learner is on CUDA, else worker)
+    inference: str = "auto"
     queue_size: int = 2  # async: rollout slots per worker (more = more policy lag)
     batch_size: int = 0  # async: streams per learner batch, from the oldest ready (0 = all)
     worker_timeout_s: float = 300.0  # async: an awaited worker silent this long is restarted
@@ -137,9 +142,21 @@ class RunnerConfig:
     def streams_per_batch(self) -> int:
         return self.batch_size or self.num_envs
 
+    @property
+    def groups_per_worker(self) -> int:
+        """Async with inference in the learner: a worker's streams form two env groups
+        (double buffering) when they split evenly, else one."""
+        per_worker = self.num_envs // self.num_workers
+        return 2 if self.inference == "learner" and per_worker % 2 == 0 else 1
+
+    @property
+    def group_size(self) -> int:
+        """Streams per env group: the unit a learner batch is made of."""
+        return self.num_envs // self.num_workers // self.groups_per_worker
+
     def __post_init__(self) -> None:
         _choice(self.kind, "runner.kind", ("sync", "async"))
-        _choice(self.inference, "runner.inference", ("learner", "worker"))
+        _choice(self.inference, "runner.inference", ("auto", "learner", "worker"))
         _check(self.num_envs >= 1, "runner.num_envs", f"must be >= 1, got {self.num_envs}")
         _check(self.unroll >= 1, "runner.unroll", f"must be >= 1, got {self.unroll}")
         _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")
@@ -155,10 +172,18 @@ class RunnerConfig:
         if b and b != self.num_envs:
             _check(self.kind == "async", "runner.batch_size",
                    f"{b} < runner.num_envs needs runner=async (sync batches hold every stream)")
-            per_worker = self.num_envs // self.num_workers
-            _check(b % per_worker == 0, "runner.batch_size",
-                   f"must be a multiple of the {per_worker} streams of one worker "
-                   "(runner.num_envs / runner.num_workers)")
+        if self.inference != "auto":  # else checked once TrainConfig has resolved it
+            self.check_batch_unit()
+
+    def check_batch_unit(self) -> None:
+        b = self.batch_size
+        if b and b != self.num_envs:
+            unit = self.group_size
+            where = ("one env group (half a worker's runner.num_envs / runner.num_workers)"
+                     if self.groups_per_worker == 2 else
+                     "one worker (runner.num_envs / runner.num_workers)")
+            _check(b % unit == 0, "runner.batch_size",
+                   f"must be a multiple of the {unit} streams of {where}")
 
 
 @dataclass
@@ -188,6 +213,12 @@ class TrainConfig:
         d = self.device
         _check(d in ("auto", "cpu") or d.startswith("cuda"), "device",
                f"expected auto, cpu or cuda[:N], got '{d}'")
+        if self.runner.inference == "auto":
+            import torch
+
+            cuda = d.startswith("cuda") or (d == "auto" and torch.cuda.is_available())
+            self.runner.inference = "learner" if cuda else "worker"
+            self.runner.check_batch_unit()
 
 
 TOP_LEVEL = tuple(f.name for f in fields(TrainConfig))

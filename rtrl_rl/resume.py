@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 #: Dotted keys (or ``prefix.`` for a whole group) that a resumed run must keep.
 MUST_MATCH = ("env.", "model.", "grad.name", "runner.num_envs", "runner.unroll",
               "algo.optimizer", "seed")
+#: Execution options inside those groups, free to change on resume.
+MAY_CHANGE = ("model.amp", "model.compile_stem")
 IGNORED = ("resume",)
 _TRUE = ("true", "1", "yes")
 
@@ -84,6 +86,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _must_match(key: str) -> bool:
+    if key in MAY_CHANGE:
+        return False
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in MUST_MATCH)
 
 

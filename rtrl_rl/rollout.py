@@ -36,16 +36,32 @@ class Rollout:
         return self.obs.shape[1]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Rollout:
+        """A copy on ``device``, except ``stream_ids``, which stays on the host: the
+        temporal-gradient modules choose their path from it without waiting for the
+        device."""
         return Rollout(**{
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            f.name: getattr(self, f.name) if f.name == "stream_ids"
+            else getattr(self, f.name).to(device, non_blocking=non_blocking)
             for f in fields(self)
         })
 
+    def pin_memory(self) -> Rollout:
+        """A copy in page-locked memory (CUDA machines only)."""
+        return Rollout(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
     @staticmethod
-    def cat(parts: list[Rollout]) -> Rollout:
-        """Concatenate rollouts along the stream axis."""
+    def cat(parts: list[Rollout], pin_memory: bool = False) -> Rollout:
+        """Concatenate rollouts along the stream axis (into page-locked memory if asked,
+        so that ``to(cuda, non_blocking=True)`` does not wait)."""
         out = {}
         for f in fields(Rollout):
             dim = 0 if f.name in ("core_state", "stream_ids", "policy_version") else 1
-            out[f.name] = torch.cat([getattr(p, f.name) for p in parts], dim)
+            tensors = [getattr(p, f.name) for p in parts]
+            if pin_memory:
+                shape = list(tensors[0].shape)
+                shape[dim] = sum(t.shape[dim] for t in tensors)
+                dst = torch.empty(shape, dtype=tensors[0].dtype, pin_memory=True)
+                out[f.name] = torch.cat(tensors, dim, out=dst)
+            else:
+                out[f.name] = torch.cat(tensors, dim)
         return Rollout(**out)

@@ -1,20 +1,25 @@
-"""Env frames per second: env-only (the ceiling), the sync runner, the async runner.
+"""Env frames per second, end to end, against the env-only ceiling.
 
-Atari Pong and ProcGen CoinRun with the IMPALA stem and an eLSTM core, trained with rtrl
-and with bptt. Each runner row reports its fraction of the env-only ceiling at the same
-number of streams. Frames count emulator frames (Atari: 4 per agent step).
+Per env: the env-only ceiling (random actions, same number of streams), then training with
+{sync, async inference=worker, async inference=learner} x {rtrl, bptt}. Each row gives
+frames/s, its fraction of the ceiling, learner updates/s, the mean policy lag, the mean
+observations per batched policy step (inference=learner) and, on a GPU, its mean
+utilisation. Frames count emulator frames (Atari: 4 per agent step).
 
-    python scripts/bench_throughput.py                       # CPU, small batches (~5 min)
-    python scripts/bench_throughput.py --device cuda --num-envs 32 --unroll 50
-    python scripts/bench_throughput.py --json bench_throughput.json
+    python scripts/bench_throughput.py --quick --json out.json   # default job + Pong, CPU
+    python scripts/bench_throughput.py --device cuda --num-envs 32 --unroll 50 --workers 16
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rtrl_rl.envs import make_env  # noqa: E402
 
-ENVS = {"atari_pong": ("atari_r2ac", ["env.game=pong"]),
-        "procgen_coinrun": ("procgen_r2ac", ["env.game=coinrun"])}
+#: name -> (experiment preset, env overrides, env config for the ceiling)
+ENVS = {
+    "delayed_recall": ("delayed_recall", [], {"family": "delayed_recall", "num_cues": 4,
+                                              "delay": 30}),
+    "atari_pong": ("atari_r2ac", ["env.game=pong"], {"family": "atari", "game": "pong"}),
+    "procgen_coinrun": ("procgen_r2ac", ["env.game=coinrun"],
+                        {"family": "procgen", "game": "coinrun"}),
+}
+#: (runner, inference)
+PLACEMENTS = (("sync", "-"), ("async", "worker"), ("async", "learner"))
 
 
 def env_only(env_cfg: dict, num_envs: int, seconds: float) -> float:
@@ -43,7 +56,41 @@ def env_only(env_cfg: dict, num_envs: int, seconds: float) -> float:
     return steps * fps_step / (time.perf_counter() - t0)
 
 
-def runner_fps(preset: str, overrides: list[str], updates: int) -> float:
+class GpuSampler:
+    """Mean GPU utilisation (nvidia-smi, every 0.2 s) while a measurement runs."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits"], capture_output=True,
+                                     text=True, timeout=5).stdout.split()
+                self.samples.append(float(out[0]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                pass
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> GpuSampler:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def train_row(preset: str, overrides: list[str], updates: int) -> dict:
+    """Train for ``updates`` updates; the metrics of the last logged row, plus means."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -57,10 +104,22 @@ def runner_fps(preset: str, overrides: list[str], updates: int) -> float:
                                                f"max_updates={updates}", *overrides])
         OmegaConf.set_struct(cfg, False)
         cfg.run_dir = d
-        train(validate(cfg))
-        rows = (Path(d) / "metrics.csv").read_text().splitlines()
-        header = rows[0].split(",")
-        return float(rows[-1].split(",")[header.index("fps")])
+        typed = validate(cfg)
+        train(typed)
+        rows = list(csv.DictReader((Path(d) / "metrics.csv").open()))
+    last = rows[-1]
+    frames_per_update = typed.runner.unroll * typed.runner.streams_per_batch * (
+        4 if preset.startswith("atari") else 1)
+
+    def mean(key: str) -> float | None:
+        vals = [float(r[key]) for r in rows[1:] if r.get(key) not in (None, "", "nan")]
+        return sum(vals) / len(vals) if vals else None
+
+    fps = float(last["fps"])
+    return {"frames_per_s": fps, "updates_per_s": fps / frames_per_update,
+            "policy_lag": mean("policy_lag"),
+            "inference_batch_mean": mean("inference_batch_mean"),
+            "inference": typed.runner.inference if typed.runner.kind == "async" else "-"}
 
 
 def main() -> None:
@@ -71,38 +130,59 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--env-seconds", type=float, default=8.0)
-    ap.add_argument("--envs", default=",".join(ENVS))
+    ap.add_argument("--envs", default="atari_pong,procgen_coinrun")
+    ap.add_argument("--grads", default="rtrl,bptt")
+    ap.add_argument("--quick", action="store_true",
+                    help="the default job (its own sizes, 600 updates) and Atari Pong (8 "
+                         "streams, T=10, 6 updates): both placements, both grads, ~4 min "
+                         "on 2 CPU cores")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    common = [f"device={args.device}", f"runner.num_envs={args.num_envs}",
-              f"runner.unroll={args.unroll}", "runner.total_frames=1000000000",
-              f"runner.num_workers={args.workers}"]
+    plan = []  # (env name, overrides for every row, updates, streams for the ceiling)
+    for name in (["delayed_recall", "atari_pong"] if args.quick else args.envs.split(",")):
+        if name == "delayed_recall":  # the default job as `make train` runs it
+            sizes = ["runner.num_workers=2"] + ([] if args.quick else [
+                f"runner.num_envs={args.num_envs}", f"runner.unroll={args.unroll}"])
+            plan.append((name, sizes, 600 if args.quick else args.updates * 100,
+                         32 if args.quick else args.num_envs))
+        else:
+            n, t, u = (8, 10, 6) if args.quick else (args.num_envs, args.unroll, args.updates)
+            plan.append((name, [f"runner.num_envs={n}", f"runner.unroll={t}",
+                                f"runner.num_workers={args.workers}"], u, n))
     rows = []
-    for name in args.envs.split(","):
-        preset, env_over = ENVS[name]
-        env_cfg = {"family": "atari", "game": "pong"} if preset.startswith("atari") else {
-            "family": "procgen", "game": "coinrun"}
-        ceiling = env_only(env_cfg, args.num_envs, args.env_seconds)
+    for name, sizes, updates, streams in plan:
+        preset, env_over, env_cfg = ENVS[name]
+        ceiling = env_only(env_cfg, streams, 3.0 if args.quick else args.env_seconds)
         rows.append({"env": name, "runner": "env-only", "inference": "-", "grad": "-",
-                     "fps": ceiling, "fraction": 1.0})
-        print(f"{name:16s} env-only          {ceiling:9.0f} frames/s", flush=True)
-        for runner in ("sync", "async"):
-            for grad in ("rtrl", "bptt"):
-                over = [*common, *env_over, f"runner={runner}", f"grad={grad}"]
-                fps = runner_fps(preset, over, args.updates)
-                rows.append({"env": name, "runner": runner, "grad": grad, "fps": fps,
-                             "fraction": fps / ceiling})
-                print(f"{name:16s} {runner:5s} {grad:5s}       {fps:9.0f} frames/s "
-                      f"({fps / ceiling:.1%} of env-only)", flush=True)
-    ceilings = {r["env"]: r["fps"] for r in rows if r["runner"] == "env-only"}
+                     "frames_per_s": ceiling, "fraction": 1.0})
+        print(f"{name:16s} env-only                  {ceiling:9.0f} frames/s", flush=True)
+        for runner, inference in PLACEMENTS:
+            for grad in args.grads.split(","):
+                over = [f"device={args.device}", "runner.total_frames=1000000000", *sizes,
+                        *env_over, f"runner={runner}", f"grad={grad}"]
+                if runner == "async":
+                    over.append(f"runner.inference={inference}")
+                with GpuSampler(args.device == "cuda") as gpu:
+                    row = train_row(preset, over, updates)
+                row.update(env=name, runner=runner, grad=grad, gpu_util=gpu.mean,
+                           fraction=row["frames_per_s"] / ceiling)
+                rows.append(row)
+                print(f"{name:16s} {runner:5s} {row['inference']:7s} {grad:5s}     "
+                      f"{row['frames_per_s']:9.0f} frames/s ({row['fraction']:.1%} of "
+                      f"env-only), {row['updates_per_s']:.1f} updates/s", flush=True)
+    ceilings = {r["env"]: r["frames_per_s"] for r in rows if r["runner"] == "env-only"}
     for r in rows:
-        r.update(device=args.device, num_envs=args.num_envs, unroll=args.unroll,
-                 workers=args.workers, threads=torch.get_num_threads(),
-                 frames_per_s=r["fps"], env_only_frames_per_s=ceilings[r["env"]])
-    print("\n| env | runner | grad | frames/s | of env-only |\n|---|---|---|---|---|")
+        r.update(device=args.device, env_only_frames_per_s=ceilings[r["env"]],
+                 threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
+    print("\n| env | runner | inference | grad | frames/s | of env-only | updates/s | lag "
+          "| obs/policy step |\n|---|---|---|---|---|---|---|---|---|")
+    def f(r: dict, key: str, fmt: str) -> str:
+        return format(r[key], fmt) if r.get(key) is not None else "-"
+
     for r in rows:
-        print(f"| {r['env']} | {r['runner']} | {r['grad']} | {r['fps']:.0f} | "
-              f"{r['fraction']:.1%} |")
+        print(f"| {r['env']} | {r['runner']} | {r['inference']} | {r['grad']} | "
+              f"{r['frames_per_s']:.0f} | {r['fraction']:.1%} | {f(r, 'updates_per_s', '.1f')} "
+              f"| {f(r, 'policy_lag', '.1f')} | {f(r, 'inference_batch_mean', '.1f')} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
         print(f"wrote {args.json}")

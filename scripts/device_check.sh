@@ -10,7 +10,8 @@
 #   2. pytest -m gpu (they skip without CUDA)
 #   3. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step
 #   4. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
-#      is skipped, and the log says why), sync and async runners, rtrl and bptt
+#      is skipped, and the log says why): sync, async inference=worker and async
+#      inference=learner, each with rtrl and bptt
 # Exit status: 0 when every step that ran passed, 1 otherwise.
 set -uo pipefail
 OUT=${1:?usage: device_check.sh OUT [--dry-run]}
@@ -72,14 +73,14 @@ print(','.join(n for n, k in (('atari_pong','atari'),('procgen_coinrun','procgen
     "$OUT/machine.json" 2>/dev/null)
 echo "env families for throughput: ${envs:-none}"
 
-step gpu_tests 240 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests \
+step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests \
     --junitxml "$OUT/gpu_tests.xml"
 
 if [[ $DRY == 1 ]]; then
   step bench_grad 120 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 --batch 4 \
       --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
 else
-  step bench_grad 180 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
+  step bench_grad 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
       --rounds 6 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
 fi
 
@@ -90,7 +91,7 @@ if [[ -n $envs ]]; then
         --json "$OUT/bench_throughput.json"
   else
     step bench_throughput 200 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
-        --envs "$envs" --num-envs 32 --unroll 50 --updates 8 --workers 8 --env-seconds 8 \
+        --envs "$envs" --num-envs 32 --unroll 50 --updates 8 --workers 16 --env-seconds 5 \
         --json "$OUT/bench_throughput.json"
   fi
 fi

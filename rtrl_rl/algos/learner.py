@@ -24,6 +24,11 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
 
 
+def read_metrics(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Floats from an update's metrics (waits for the device once)."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
 class Learner:
     """Owns the optimizer and LR schedule; ``update(rollout)`` returns scalar metrics."""
 
@@ -36,8 +41,10 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
         self.updates = 0
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """One step on a rollout (already on the learner's device)."""
+    def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
+        """One step on a rollout (already on the learner's device). Metrics are detached
+        0-d tensors, so the update never waits for the device; ``read_metrics`` turns
+        them into floats when they are logged."""
         cfg, agent = self.cfg, self.agent
         x = agent.core_input(rollout.obs, rollout.reward, rollout.prev_action, rollout.first)
         h, state_t = self.grad.unroll(x[:-1], rollout.core_state, rollout.first[:-1],
@@ -62,11 +69,11 @@ class Learner:
         self.updates += 1
         metrics = terms.as_dict()
         metrics.update({
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm.detach(),
             "lr": self.scheduler.get_last_lr()[0],
-            "rho_mean": float(log_rhos.exp().mean()),
-            "value_mean": float(values.detach().mean()),
-            "policy_lag": float((self.updates - 1 - rollout.policy_version.float()).mean()),
+            "rho_mean": log_rhos.exp().mean(),
+            "value_mean": values.detach().mean(),
+            "policy_lag": (self.updates - 1 - rollout.policy_version.float()).mean(),
         })
         return metrics
 

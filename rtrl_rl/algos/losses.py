@@ -108,19 +108,20 @@ def entropy_loss(logits: torch.Tensor, reduction: Reduction = "mean") -> torch.T
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Unweighted loss terms and the weighted total, as floats for logging.
+    """Unweighted loss terms and the weighted total, as detached 0-d tensors for logging
+    (reading them as floats waits for the device, so the caller does it only when it logs).
 
     total = policy_gradient + baseline_cost * baseline + entropy_cost * entropy_loss.
     ``entropy`` is the (positive) mean policy entropy, reported for convenience.
     """
 
-    total: float
-    policy_gradient: float
-    baseline: float
-    entropy_loss: float
-    entropy: float
+    total: torch.Tensor
+    policy_gradient: torch.Tensor
+    baseline: torch.Tensor
+    entropy_loss: torch.Tensor
+    entropy: torch.Tensor
 
-    def as_dict(self, prefix: str = "loss/") -> dict[str, float]:
+    def as_dict(self, prefix: str = "loss/") -> dict[str, torch.Tensor]:
         return {
             f"{prefix}total": self.total,
             f"{prefix}policy_gradient": self.policy_gradient,
@@ -159,10 +160,10 @@ def impala_loss(
     total = pg + baseline_cost * base + entropy_cost * ent
     n = logits.shape[:-1].numel() if reduction == "sum" else 1
     terms = LossTerms(
-        total=float(total.detach()),
-        policy_gradient=float(pg.detach()),
-        baseline=float(base.detach()),
-        entropy_loss=float(ent.detach()),
-        entropy=-float(ent.detach()) / max(n, 1),
+        total=total.detach(),
+        policy_gradient=pg.detach(),
+        baseline=base.detach(),
+        entropy_loss=ent.detach(),
+        entropy=-ent.detach() / max(n, 1),
     )
     return total, terms

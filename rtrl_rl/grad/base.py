@@ -55,7 +55,10 @@ class TemporalGrad(ABC):
     def reset_streams(self, stream_ids: torch.Tensor) -> None:  # noqa: B027 (optional hook)
         """Forget the carried state of these streams (e.g. a restarted env worker)."""
 
-    def _ids(self, stream_ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def _ids(self, stream_ids: torch.Tensor | None, batch: int,
+             device: torch.device | None = None) -> torch.Tensor | None:
+        """None for the whole batch in order, else the ids on ``device``. Decided on the
+        host (a rollout's ``stream_ids`` stay there), so it never waits for the device."""
         if stream_ids is None:
             if batch != self.num_streams:
                 raise ValueError(
@@ -63,7 +66,8 @@ class TemporalGrad(ABC):
                     "pass stream_ids"
                 )
             return None
-        if stream_ids.numel() == self.num_streams and torch.equal(
-                stream_ids.cpu(), torch.arange(self.num_streams)):
+        host = stream_ids if stream_ids.device.type == "cpu" else stream_ids.cpu()
+        if host.numel() == self.num_streams and torch.equal(
+                host, torch.arange(self.num_streams)):
             return None  # every stream, in order: the modules' faster whole-batch path
-        return stream_ids
+        return stream_ids.to(device or stream_ids.device, non_blocking=True)

@@ -72,15 +72,26 @@ def warm_up(dtype: torch.dtype = torch.float32) -> bool:
     return True
 
 
+def suffix_products(g: torch.Tensor, sweep: bool | None = None) -> torch.Tensor:
+    """``P_s = prod_{r=s+1..T-1} g_r`` for g ``[T, ...]`` (``P_{T-1} = 1``). By one reverse
+    sweep on the CPU (faster there than flip/cumprod/flip), by one cumprod elsewhere (not T
+    small kernels on a GPU); ``sweep`` forces either."""
+    sweep = g.device.type == "cpu" if sweep is None else sweep
+    p = torch.empty_like(g)
+    p[-1] = 1.0
+    if sweep:
+        for s in range(g.shape[0] - 1, 0, -1):
+            torch.mul(p[s], g[s], out=p[s - 1])
+    elif g.shape[0] > 1:
+        p[:-1] = g[1:].flip(0).cumprod(0).flip(0)
+    return p
+
+
 def _factors_torch(terms, first, s_vec):
     with torch.no_grad():
         t_len, b, n = terms.a.shape
         g = terms.a * (~first).to(terms.a.dtype).unsqueeze(-1)
-        # P_s by one reverse sweep (faster on CPU than flip/cumprod/flip).
-        p = torch.empty_like(g)
-        p[-1] = 1.0
-        for s in range(t_len - 1, 0, -1):
-            torch.mul(p[s], g[s], out=p[s - 1])
+        p = suffix_products(g)
         p0 = p[0] * g[0]
         keys = list(terms.matrix)
         pu = torch.empty(t_len, b, len(keys), n, dtype=g.dtype, device=g.device)

@@ -85,7 +85,7 @@ class RTRLReference(TemporalGrad):
             self._s.append(d)
 
     def unroll(self, x, state, first, stream_ids=None):
-        ids = self._ids(stream_ids, x.shape[1])
+        ids = self._ids(stream_ids, x.shape[1], x.device)
         self._ensure(x)
         s = [{k: (v if ids is None else v[ids]) for k, v in d.items()} for d in self._s]
         cells = [c.detach() for c in self.core.split_state(state)]

@@ -32,6 +32,26 @@ class Agent(nn.Module):
         self.core: Core = make_core(cfg.core, in_size, cfg.hidden_size, cfg.layers,
                                     cfg.forget_bias)
         self.head = PolicyValueHead(self.core.output_size, spec.num_actions)
+        self.amp = getattr(cfg, "amp", "none")
+        self.compile_stem = bool(getattr(cfg, "compile_stem", False))
+        self._compiled_stem = None  # built lazily in each process; never pickled
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_compiled_stem"] = None  # compiled code neither pickles nor deep-copies
+        return state
+
+    def _autocast(self, like: torch.Tensor):
+        """bf16 autocast for the stem and heads when ``model.amp=bf16``; a no-op otherwise."""
+        return torch.autocast(like.device.type, dtype=torch.bfloat16,
+                              enabled=self.amp == "bf16")
+
+    def _stem(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.compile_stem:
+            return self.stem(obs)
+        if self._compiled_stem is None:  # kept out of the module tree and the state_dict
+            object.__setattr__(self, "_compiled_stem", torch.compile(self.stem, dynamic=True))
+        return self._compiled_stem(obs)
 
     def clip_reward(self, r: torch.Tensor) -> torch.Tensor:
         c = self.reward_clip
@@ -50,7 +70,11 @@ class Agent(nn.Module):
         an episode start.
         """
         t, b = obs.shape[:2]
-        feats = self.stem(obs.reshape(t * b, *obs.shape[2:])).view(t, b, -1)
+        with self._autocast(obs):
+            feats = self._stem(obs.reshape(t * b, *obs.shape[2:]))
+        if self.amp != "none":
+            feats = feats.float()  # the core and its sensitivities stay float32
+        feats = feats.view(t, b, -1)
         parts = [feats]
         keep = (~first).to(feats.dtype)
         if self.use_prev_reward:
@@ -61,8 +85,12 @@ class Agent(nn.Module):
         return torch.cat(parts, -1)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h ``[..., H]`` -> logits ``[..., A]``, value ``[...]``."""
-        return self.head(h)
+        """h ``[..., H]`` -> logits ``[..., A]``, value ``[...]`` (float32 under amp)."""
+        if self.amp == "none":
+            return self.head(h)
+        with self._autocast(h):
+            logits, value = self.head(h)
+        return logits.float(), value.float()
 
     @torch.no_grad()
     def act(
@@ -73,10 +101,12 @@ class Agent(nn.Module):
         first: torch.Tensor,
         state: torch.Tensor,
         greedy: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step for B streams: obs ``[B, ...]``, the rest ``[B]``, state ``[B, D]``.
 
         Returns action ``[B]`` (long), logits ``[B, A]`` and the state after ``obs``.
+        Actions are sampled with ``generator`` (default: torch's global one).
         """
         x = self.core_input(obs[None], reward[None], prev_action[None], first[None])
         h, state = self.core(x, state, first[None])
@@ -84,5 +114,6 @@ class Agent(nn.Module):
         if greedy:
             action = logits.argmax(-1)
         else:
-            action = torch.multinomial(F.softmax(logits.float(), -1), 1).squeeze(-1)
+            probs = F.softmax(logits, -1)
+            action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         return action, logits, state

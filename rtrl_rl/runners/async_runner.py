@@ -1,28 +1,28 @@
 """The async runner: env worker processes keep stepping while the learner updates.
 
 - ``runner.num_workers`` processes (spawned) each own ``num_envs / num_workers`` streams.
-- Policy inference runs in the workers on a private copy of the weights, refreshed from a
-  lock-free ``WeightBoard`` after every update. On CPU machines this avoids a per-step round
-  trip to the learner; V-trace corrects the resulting policy lag, which is logged.
-- Rollouts come back through preallocated shared-memory slots (``queue_size`` per worker);
-  each worker has its own pipe for slot numbers, so no process shares a lock with another.
+- Policy inference runs where ``runner.inference`` says (``rtrl_rl.runners.placement``):
+  in the learner process on its device, batched over all workers, with each worker's streams
+  split into two env groups that step in turn (double buffering); or in each worker on a
+  private CPU copy of the weights. V-trace corrects the resulting policy lag, which is logged.
+- Rollouts come back through preallocated shared-memory slots (``queue_size`` per env
+  group); each worker has its own pipes, so no process shares a lock with another.
 - A learner batch is ``runner.batch_size`` streams (default: all): the oldest ready rollouts,
-  at most one per worker, with no barrier on the others. A worker's rollouts are taken in the
-  order it made them, so each stream's chunks reach the temporal-gradient module in order,
-  and never two of them in one batch.
+  at most one per env group, with no barrier on the others. A group's rollouts are taken in
+  the order it made them, so each stream's chunks reach the temporal-gradient module in
+  order, and never two of them in one batch.
 - A worker that dies (an exception, or SIGKILL at any moment) is restarted at once with the
   same stream ids. Its streams start new episodes (``first = 1`` at entry 0, so RTRL resets
-  their sensitivities) and act with the newest weights; the frames it lost are counted.
-  A worker that keeps dying before its first rollout stops the run. A worker that is alive
-  but silent for ``runner.worker_timeout_s`` while the learner waits for it (a stuck env)
-  is killed and restarted the same way. Any learner error stops
-  all workers: ``close`` runs from the training loop's ``finally``; a learner that is killed
-  closes its pipes, and the workers exit on their own.
+  their sensitivities, and the policy's core state is reset) and act with the newest
+  weights; the frames it lost are counted. A worker that keeps dying before its first
+  rollout stops the run. A worker that is alive but silent for ``runner.worker_timeout_s``
+  while the learner waits for it (a stuck env) is killed and restarted the same way. Any
+  learner error stops all workers: ``close`` runs from the training loop's ``finally``; a
+  learner that is killed closes its pipes, and the workers exit on their own.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import signal
 import time
@@ -33,8 +33,8 @@ import torch
 import torch.multiprocessing as mp
 
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import WorkerHandles, alloc_slots, worker_main
-from rtrl_rl.runners.weights import WeightBoard
+from rtrl_rl.runners.async_worker import alloc_slots
+from rtrl_rl.runners.placement import LearnerInference, WorkerInference
 
 log = logging.getLogger(__name__)
 #: A worker that dies this many times in a row without delivering a rollout stops the run.
@@ -54,53 +54,63 @@ class AsyncRunner:
     def __init__(self, cfg, agent, device: torch.device, spec, probe_env=None,
                  crash_after: dict[int, int] | None = None) -> None:
         rc = cfg.runner  # validated: num_envs is a multiple of num_workers
-        if rc.inference != "worker":
-            log.info("runner=async runs policy inference in the workers "
-                     "(runner.inference=%s is used by the sync runner only)", rc.inference)
         self.frames_per_step = int(getattr(probe_env, "frames_per_step", 1))
         if probe_env is not None:
             probe_env.close()
         self.cfg, self.agent, self.device = cfg, agent, device
         self.num_workers, self.per_worker = rc.num_workers, rc.num_envs // rc.num_workers
-        self.batch_workers = rc.streams_per_batch // self.per_worker  # validated: divides
+        self.groups = rc.groups_per_worker if rc.inference == "learner" else 1
+        self.group_size = self.per_worker // self.groups
+        self.batch_units = rc.streams_per_batch // self.group_size  # validated: divides
         self.ctx = mp.get_context("spawn")
-        self.template = copy.deepcopy(agent).cpu()
-        self.board = WeightBoard(agent)
         dtype = next(agent.parameters()).dtype
-        self.slots = [alloc_slots(spec, self.per_worker, rc.unroll, agent.core.state_size,
-                                  rc.queue_size, dtype) for _ in range(self.num_workers)]
+        self.slots = [[alloc_slots(spec, self.group_size, rc.unroll, agent.core.state_size,
+                                   rc.queue_size, dtype) for _ in range(self.groups)]
+                      for _ in range(self.num_workers)]
+        if rc.inference == "learner":
+            self.placement = LearnerInference(cfg, agent, self.slots, self.per_worker,
+                                              self.ctx, device)
+        else:
+            self.placement = WorkerInference(cfg, agent, self.slots, self.per_worker, self.ctx)
+        log.info("policy inference: %s", self.placement.describe())
         n = self.num_workers
         self.procs: list = [None] * n
         self.conns: list = [None] * n
         self.generation = [0] * n
         self.failed_starts = [0] * n  # deaths since the worker's last delivered rollout
-        self.pending: list[deque] = [deque() for _ in range(n)]  # (arrival, slot, eps, ver)
+        # per env group u = w * groups + g: (arrival, slot, episodes)
+        self.pending: list[deque] = [deque() for _ in range(n * self.groups)]
         self._arrivals = 0
-        self.restarts, self.lost_frames = 0, 0
+        self.restarts, self.lost_frames, self.inference_failures = 0, 0, 0
         self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
         self._died_at: dict[int, float] = {}
         self._heard = [0.0] * n  # when each worker last sent something (or was started)
         self._crash_after = dict(crash_after or {})
-        for w in range(n):
-            self._start(w)
+        try:
+            for w in range(n):
+                self._start(w)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def version(self) -> int:
         """Weight versions published so far."""
-        return self.board.latest
+        return self.placement.version
+
+    def _units(self, w: int) -> range:
+        return range(w * self.groups, (w + 1) * self.groups)
 
     def _start(self, w: int) -> None:
         ours, theirs = self.ctx.Pipe(duplex=True)
-        handles = WorkerHandles(
-            index=w, stream_offset=w * self.per_worker, num_envs=self.per_worker,
-            seed=self.cfg.seed + 1000 * w + 7919 * self.generation[w], cfg=self.cfg,
-            slots=self.slots[w], template=self.template, board=self.board, conn=theirs,
-            crash_after=self._crash_after.pop(w, 0),
-        )
-        proc = self.ctx.Process(target=worker_main, args=(handles,), daemon=True,
+        seed = self.cfg.seed + 1000 * w + 7919 * self.generation[w]
+        target, handles, extra = self.placement.worker(
+            w, theirs, seed, self._crash_after.pop(w, 0), generation=self.generation[w])
+        proc = self.ctx.Process(target=target, args=(handles,), daemon=True,
                                 name=f"rtrl-env-worker-{w}")
         proc.start()
-        theirs.close()  # the worker holds the only other end: EOF tells either side
+        for conn in (theirs, *extra):
+            conn.close()  # the worker holds the only other ends: EOF tells either side
         self.procs[w], self.conns[w] = proc, ours
         self._heard[w] = time.monotonic()
 
@@ -110,19 +120,20 @@ class AsyncRunner:
         if self.failed_starts[w] >= MAX_FAILED_STARTS:
             raise RuntimeError(f"env worker {w} died {self.failed_starts[w]} times in a row "
                                f"before delivering a rollout; last: {why}")
-        unroll = self.cfg.runner.unroll
-        lost = (len(self.pending[w]) + 1) * unroll * self.per_worker * self.frames_per_step
+        waiting = sum(len(self.pending[u]) + 1 for u in self._units(w))
+        lost = waiting * self.cfg.runner.unroll * self.group_size * self.frames_per_step
         self.lost_frames += lost
         log.warning("env worker %d died (%s); restarting it, ~%d frames lost", w, why, lost)
-        self.pending[w].clear()
+        for u in self._units(w):
+            self.pending[u].clear()
         self._stop_worker(w, grace=0.5)
         self.generation[w] += 1
         self._died_at[w] = time.monotonic()
         self._start(w)
 
-    def _send(self, w: int, msg: int | None) -> None:
-        """A freed slot, or None (stop), to worker ``w``; a dead one is handled at the next
-        poll."""
+    def _send(self, w: int, msg: tuple[int, int] | None) -> None:
+        """A freed ``(group, slot)``, or None (stop), to worker ``w``; a dead one is handled
+        at the next poll."""
         try:
             self.conns[w].send(msg)
         except OSError:
@@ -147,10 +158,11 @@ class AsyncRunner:
                 if msg[0] == "error":
                     self._restart(w, msg[1].strip().splitlines()[-1])
                     return
-                _, slot, episodes, version = msg
+                _, g, slot, episodes, _ = msg
                 self._arrivals += 1
-                self.pending[w].append((self._arrivals, slot, episodes, version))
+                self.pending[w * self.groups + g].append((self._arrivals, slot, episodes))
                 self.failed_starts[w] = 0
+                self.inference_failures = 0
                 if w in self._died_at:
                     took = time.monotonic() - self._died_at.pop(w)
                     self.restart_seconds.append(took)
@@ -167,47 +179,70 @@ class AsyncRunner:
         owner = {}
         for w in range(self.num_workers):
             owner[self.conns[w]] = owner[self.procs[w].sentinel] = w
+        inference = self.placement.sentinel
+        if inference is not None:
+            owner[inference] = -1
         touched = sorted({owner[r] for r in wait(list(owner), timeout)})
+        if touched and touched[0] == -1:
+            self._restart_inference(self.placement.death())
+            return
         for w in touched:
             if self.procs[w].is_alive():
                 self._receive(w)
             else:
                 self._restart(w, _exit_reason(self.procs[w].exitcode))
 
+    def _restart_inference(self, why: str) -> None:
+        """The inference process died: restart it, and every worker (the streams' core
+        states died with it, and the workers wait for replies that will not come)."""
+        self.inference_failures += 1
+        if self.inference_failures >= MAX_FAILED_STARTS:
+            raise RuntimeError(f"the policy inference process died {self.inference_failures} "
+                               f"times in a row before a rollout arrived; last: {why}")
+        log.warning("policy inference process died (%s); restarting it and every env worker",
+                    why)
+        self.placement.restart()
+        for w in range(self.num_workers):
+            self._restart(w, "policy inference restarted")
+
     def _restart_silent(self) -> None:
         """Kill and restart each worker the learner waits for that has been silent too long."""
         limit = self.cfg.runner.worker_timeout_s
         now = time.monotonic()
         for w in range(self.num_workers):
-            if limit and not self.pending[w] and now - self._heard[w] > limit:
+            waited = not any(self.pending[u] for u in self._units(w))
+            if limit and waited and now - self._heard[w] > limit:
                 self._restart(w, f"alive but silent for {now - self._heard[w]:.0f} s")
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
-        """Wait until ``batch_workers`` workers have a rollout ready; return the oldest ones
-        (one per worker) as one batch, in worker order."""
+        """Wait until ``batch_units`` env groups have a rollout ready; return the oldest
+        ones (one per group) as one batch, in stream order."""
         self._poll(timeout=0.0)  # take what has arrived, so "oldest" sees all of it
-        while sum(1 for p in self.pending if p) < self.batch_workers:
+        while sum(1 for p in self.pending if p) < self.batch_units:
             self._poll(timeout=1.0)
             self._restart_silent()
-        ready = sorted((p[0][0], w) for w, p in enumerate(self.pending) if p)
-        chosen = sorted(w for _, w in ready[: self.batch_workers])
+        ready = sorted((p[0][0], u) for u, p in enumerate(self.pending) if p)
+        chosen = sorted(u for _, u in ready[: self.batch_units])
         taken, episodes = [], []
-        for w in chosen:
-            _, slot, eps, _ = self.pending[w].popleft()
-            taken.append((w, slot))
+        for u in chosen:
+            _, slot, eps = self.pending[u].popleft()
+            taken.append((u, slot))
             episodes.extend(eps)
-        batch = Rollout.cat([self.slots[w][s] for w, s in taken])  # copies
-        for w, slot in taken:
-            self._send(w, slot)
+        pin = self.device.type == "cuda"  # so that the copy to the device does not block
+        batch = Rollout.cat([self.slots[u // self.groups][u % self.groups][s]
+                             for u, s in taken], pin_memory=pin)
+        for u, slot in taken:
+            self._send(u // self.groups, (u % self.groups, slot))
         return batch, episodes
 
     def after_update(self) -> None:
-        """Publish the learner's weights to the workers (never waits on them)."""
-        self.board.publish(self.agent.state_dict())
+        """Publish the learner's weights to the policy (never waits on the workers)."""
+        self.placement.after_update()
 
     def metrics(self) -> dict[str, float]:
         return {"worker_restarts": self.restarts, "lost_frames": self.lost_frames,
-                "restart_s_max": max(self.restart_seconds, default=0.0)}
+                "restart_s_max": max(self.restart_seconds, default=0.0),
+                **self.placement.metrics()}
 
     def state_dict(self) -> dict:
         return {}  # worker envs cannot be captured: episodes restart on resume
@@ -216,7 +251,9 @@ class AsyncRunner:
         return False
 
     def close(self) -> None:
-        for w, conn in enumerate(self.conns):
+        if getattr(self, "placement", None) is not None:
+            self.placement.close()
+        for w, conn in enumerate(getattr(self, "conns", ())):
             if conn is not None:
                 self._send(w, None)
         deadline = time.time() + 5
@@ -229,3 +266,5 @@ class AsyncRunner:
                 proc.join(timeout=2)
             if self.conns[w] is not None:
                 self.conns[w].close()
+        if getattr(self, "placement", None) is not None:
+            self.placement.close_pipes()

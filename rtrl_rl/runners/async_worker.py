@@ -1,10 +1,11 @@
-"""The env worker process of the async runner.
+"""The env worker process of the async runner with ``runner.inference=worker``.
 
 Each worker owns a vectorized env over its own streams and a local copy of the agent, acts
 with it (policy inference in the worker), and writes each rollout into a free slot of its
 preallocated shared-memory buffers. Worker and learner talk over one private pipe: the
-worker sends ``("rollout", slot, episodes, version)`` or ``("error", traceback)``, the
-learner sends back freed slot numbers, or ``None`` to stop. Nothing is pickled per step.
+worker sends ``("rollout", group, slot, episodes, version)`` (group 0: one group per worker
+here) or ``("error", traceback)``, the learner sends back freed ``(group, slot)`` pairs, or
+``None`` to stop. Nothing is pickled per step.
 
 No lock is shared with any other process: weights come from a ``WeightBoard``, and the pipe
 has one writer per direction. A learner that dies closes its end of the pipe, which the
@@ -17,6 +18,7 @@ import copy
 import os
 import signal
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -64,40 +66,47 @@ def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
     return slots
 
 
-class _LearnerGone(Exception):
+class LearnerGone(Exception):
     """The learner asked to stop, or its end of the pipe is closed."""
 
 
-def worker_main(h: WorkerHandles) -> None:
-    """Entry point of a worker process."""
+def guarded(conn, body: Callable[[int], None]) -> None:
+    """Run a worker's ``body(parent_pid)``: report an exception over ``conn``, then die;
+    exit quietly when the learner is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C
     torch.set_num_threads(1)
     try:
-        _run(h, os.getppid())
-    except _LearnerGone:
+        body(os.getppid())
+    except LearnerGone:
         pass
     except Exception:  # report, then die: the learner decides what to do
         try:
-            h.conn.send(("error", traceback.format_exc()))
+            conn.send(("error", traceback.format_exc()))
         except OSError:
             pass
         raise
 
 
-def _take_messages(h: WorkerHandles, free: list[int], parent: int, timeout: float) -> None:
-    """Collect freed slots; wait up to ``timeout`` s for the first message."""
+def worker_main(h: WorkerHandles) -> None:
+    """Entry point of a worker process."""
+    guarded(h.conn, lambda parent: _run(h, parent))
+
+
+def take_messages(conn, free: list[list[int]], parent: int, timeout: float) -> None:
+    """Collect freed ``(group, slot)`` pairs into ``free[group]``; wait up to ``timeout`` s
+    for the first message. ``LearnerGone`` on a stop message, EOF or a new parent."""
     if os.getppid() != parent:
-        raise _LearnerGone
+        raise LearnerGone
     try:
-        ready = h.conn.poll(timeout)
+        ready = conn.poll(timeout)
         while ready:
-            msg = h.conn.recv()
+            msg = conn.recv()
             if msg is None:
-                raise _LearnerGone
-            free.append(int(msg))
-            ready = h.conn.poll(0)
+                raise LearnerGone
+            free[msg[0]].append(int(msg[1]))
+            ready = conn.poll(0)
     except (EOFError, OSError):
-        raise _LearnerGone from None
+        raise LearnerGone from None
 
 
 def _run(h: WorkerHandles, parent: int) -> None:
@@ -115,7 +124,7 @@ def _run(h: WorkerHandles, parent: int) -> None:
     actor = Actor(env, policy, agent.core.initial_state(h.num_envs, dtype=dtype),
                   env.spec.num_actions, h.cfg.runner.unroll, stream_offset=h.stream_offset)
     actor.start(h.seed)
-    free = list(range(len(h.slots)))
+    free = [list(range(len(h.slots)))]
     produced = 0
     try:
         while True:
@@ -126,16 +135,16 @@ def _run(h: WorkerHandles, parent: int) -> None:
             produced += 1
             if h.crash_after and produced >= h.crash_after:
                 raise RuntimeError(f"worker {h.index}: injected crash after {produced} rollouts")
-            _take_messages(h, free, parent, 0.0)
-            while not free:
-                _take_messages(h, free, parent, 0.5)
-            slot = free.pop(0)
+            take_messages(h.conn, free, parent, 0.0)
+            while not free[0]:
+                take_messages(h.conn, free, parent, 0.5)
+            slot = free[0].pop(0)
             dst = h.slots[slot]
             for f in fields(rollout):
                 getattr(dst, f.name).copy_(getattr(rollout, f.name))
             try:
-                h.conn.send(("rollout", slot, actor.drain_episodes(), version))
+                h.conn.send(("rollout", 0, slot, actor.drain_episodes(), version))
             except OSError:
-                raise _LearnerGone from None
+                raise LearnerGone from None
     finally:
         env.close()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtrl_rl.algos.learner import Learner
+from rtrl_rl.algos.learner import Learner, read_metrics
 from rtrl_rl.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -184,7 +184,9 @@ def _train(cfg: TrainConfig) -> float:
                 for ret, length in episodes:
                     returns.append(ret)
                     lengths.append(length)
-                metrics = learner.update(rollout.to(device))
+                if device.type == "cuda" and not rollout.obs.is_pinned():
+                    rollout = rollout.pin_memory()
+                metrics = learner.update(rollout.to(device, non_blocking=True))
                 runner.after_update()
                 frames += rollout.unroll * rollout.batch * frames_per_step
                 if warm is None:
@@ -192,6 +194,7 @@ def _train(cfg: TrainConfig) -> float:
                 if learner.updates % log_every == 0 or learner.updates == total_updates:
                     t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
                     elapsed = max(time.time() - t0, 1e-9)
+                    metrics = read_metrics(metrics)  # the one wait for the device
                     metrics.update({
                         "return_mean": float(np.mean(returns)) if returns else float("nan"),
                         "episode_length": float(np.mean(lengths)) if lengths else float("nan"),

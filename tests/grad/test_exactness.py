@@ -227,3 +227,18 @@ def test_second_backward_through_a_chunk_is_refused(problem):
         loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         loss.backward()
+
+
+def test_rtrl_whole_batch_blocks_are_exact(problem, monkeypatch):
+    """The GPU layout (one block of every stream: no Python loop over streams), run on the
+    CPU, against the step-by-step reference."""
+    from rtrl_rl.grad import rtrl
+
+    monkeypatch.setattr(rtrl, "_block", lambda s_mat: s_mat.shape[0])
+    x, first, readout = problem
+    core = make_elstm()
+    got, chunked = run_chunks(core, "rtrl", x, first, readout, T_CHUNK)
+    want, ref = run_chunks(core, "rtrl_reference", x, first, readout, T_CHUNK)
+    assert max_err(got, want) < 1e-10
+    for k, v in ref.sensitivities()[0].items():
+        assert torch.allclose(chunked.sensitivities()[0][k], v, atol=1e-12, rtol=0), k

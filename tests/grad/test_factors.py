@@ -101,3 +101,18 @@ def test_chunk_factors_rejects_bad_backend():
         chunk_factors(terms, first, s_vec, backend="cuda")
     with pytest.raises(ValueError, match="eLSTM terms"):
         chunk_factors(terms, first, s_vec, backend="numba")
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_suffix_products_both_forms_match_a_loop(sweep):
+    """P_s = prod_{r>s} g_r: the CPU sweep and the GPU cumprod, against a plain loop."""
+    from rtrl_rl.grad.factors import suffix_products
+
+    g = torch.rand(7, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = torch.ones_like(g)
+    for s in range(7):
+        for r in range(s + 1, 7):
+            want[s] = want[s] * g[r]
+    assert torch.allclose(suffix_products(g, sweep=sweep), want, atol=1e-14, rtol=0)
+    one = suffix_products(g[:1], sweep=sweep)
+    assert torch.equal(one, torch.ones_like(one))

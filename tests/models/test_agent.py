@@ -60,3 +60,76 @@ def test_reward_clip_zero_feeds_the_raw_reward():
                          torch.tensor(PREV_ACTION), torch.tensor(FIRST, dtype=torch.bool))
     expected = [[2.5, 0.0], [0.0, -3.0], [-1.25, 0.0]]
     torch.testing.assert_close(x[..., -1], torch.tensor(expected))
+
+
+def _conv_agent(**model_kw) -> Agent:
+    torch.manual_seed(0)
+    spec = EnvSpec(obs_shape=(3, 36, 36), obs_dtype=torch.uint8, num_actions=A, num_envs=2)
+    model = ModelConfig(stem="nature", stem_out=32, core="elstm", hidden_size=8, **model_kw)
+    return Agent(spec, model)
+
+
+def _inputs(t: int = 3, b: int = 2):
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randint(0, 256, (t, b, 3, 36, 36), dtype=torch.uint8, generator=g)
+    return obs, torch.zeros(t, b), torch.zeros(t, b, dtype=torch.long), torch.zeros(
+        t, b, dtype=torch.bool)
+
+
+def test_bf16_autocast_covers_the_stem_and_heads_only():
+    """model.amp=bf16: the stem's convolutions and the heads run in bfloat16; what the
+    core and the loss see (x, logits, values) is float32, and close to the float32 agent."""
+    plain, amp = _conv_agent(), _conv_agent(amp="bf16")
+    amp.load_state_dict(plain.state_dict())
+    seen = {}
+    amp.stem.register_forward_hook(lambda m, i, o: seen.update(stem=o.dtype))
+    amp.head.register_forward_hook(lambda m, i, o: seen.update(head=o[0].dtype))
+    x = amp.core_input(*_inputs())
+    h, _ = amp.core(x, amp.core.initial_state(2), torch.zeros(3, 2, dtype=torch.bool))
+    logits, value = amp.heads(h)
+    assert seen == {"stem": torch.bfloat16, "head": torch.bfloat16}
+    assert x.dtype == h.dtype == logits.dtype == value.dtype == torch.float32
+    want = plain.core_input(*_inputs())
+    assert not torch.equal(x, want)
+    torch.testing.assert_close(x, want, rtol=0.05, atol=0.05)
+
+
+def test_bf16_agent_trains_with_rtrl():
+    """One update of the bf16 agent: finite loss, every parameter gets a gradient, and
+    the RTRL sensitivities stay float32."""
+    from rtrl_rl.grad import make_grad
+
+    agent = _conv_agent(amp="bf16")
+    grad = make_grad("rtrl", agent.core, 2)
+    obs, reward, prev_action, first = _inputs(4)
+    x = agent.core_input(obs, reward, prev_action, first)
+    h, _ = grad.unroll(x, agent.core.initial_state(2), first)
+    logits, value = agent.heads(h)
+    loss = logits.logsumexp(-1).sum() + value.square().sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in agent.parameters())
+    assert all(s.dtype == torch.float32 for d in grad.sensitivities() for s in d.values())
+
+
+def test_compiled_stem_matches_eager_and_survives_copies():
+    """model.compile_stem: the same features as the eager stem; the agent still deep-copies
+    and pickles (the compiled function is rebuilt in each process)."""
+    import copy
+    import pickle
+
+    eager = _agent(True, True)
+    compiled = Agent(EnvSpec(obs_shape=(OBS,), obs_dtype=torch.float32, num_actions=A,
+                             num_envs=2),
+                     ModelConfig(stem="mlp", stem_hidden=[5], core="elstm", hidden_size=4,
+                                 prev_reward=True, prev_action=True, compile_stem=True))
+    compiled.load_state_dict(eager.state_dict())
+    obs = (torch.randn(3, 2, OBS), torch.tensor(REWARD), torch.tensor(PREV_ACTION),
+           torch.tensor(FIRST, dtype=torch.bool))
+    torch.testing.assert_close(compiled.core_input(*obs), eager.core_input(*obs),
+                               rtol=1e-5, atol=1e-5)
+    assert compiled._compiled_stem is not None
+    twin = copy.deepcopy(compiled)
+    assert twin._compiled_stem is None and set(twin.state_dict()) == set(eager.state_dict())
+    assert pickle.loads(pickle.dumps(compiled))._compiled_stem is None

@@ -22,8 +22,11 @@ ASYNC = ["runner=async", "runner.num_workers=2", "runner.num_envs=4", "runner.un
          "env.delay=3", "model.hidden_size=16"]
 
 
-def _build(tmp_path, crash_after=None):
-    cfg = make_cfg(tmp_path, *ASYNC)
+PLACEMENTS = pytest.mark.parametrize("inference", ["learner", "worker"])
+
+
+def _build(tmp_path, crash_after=None, inference="learner", *extra):
+    cfg = make_cfg(tmp_path, *ASYNC, f"runner.inference={inference}", *extra)
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env,
@@ -44,8 +47,9 @@ def _alive(pids):
     return out
 
 
-def test_batches_tile_time_per_stream(tmp_path):
-    cfg, agent, runner = _build(tmp_path)
+@PLACEMENTS
+def test_batches_tile_time_per_stream(tmp_path, inference):
+    cfg, agent, runner = _build(tmp_path, None, inference)
     grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
     learner = Learner(agent, grad, cfg.algo, 100)
     try:
@@ -66,8 +70,9 @@ def test_batches_tile_time_per_stream(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_worker_crash_is_restarted_and_counted(tmp_path):
-    cfg, agent, runner = _build(tmp_path, crash_after={1: 2})
+@PLACEMENTS
+def test_worker_crash_is_restarted_and_counted(tmp_path, inference):
+    cfg, agent, runner = _build(tmp_path, {1: 2}, inference)
     try:
         for _ in range(6):
             rollout, _ = runner.next_rollout(0)
@@ -102,10 +107,11 @@ def test_learner_error_stops_all_workers(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
+@PLACEMENTS
+def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path, inference):
     """SIGKILL worker 1: the run goes on; its streams keep their ids, start new episodes
     (first = 1 at entry 0), act with current weights, and RTRL forgets their sensitivities."""
-    cfg, agent, runner = _build(tmp_path)
+    cfg, agent, runner = _build(tmp_path, None, inference)
     grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
     learner = Learner(agent, grad, cfg.algo, 100)
     try:
@@ -152,12 +158,15 @@ def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path):
     assert not _alive([p.pid for p in runner.procs])
 
 
-def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
-    """batch_size=4 of 8 streams (4 workers of 2): every batch holds two distinct workers,
-    no stream twice, each stream's chunks in order (they tile time), and no worker starves
-    (workers that start late join in; learning does not wait for them)."""
+@PLACEMENTS
+def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path, inference):
+    """batch_size=4 of 8 streams (4 workers of 2; with inference in the learner, env groups
+    of 1): every batch holds whole distinct groups, no stream twice, each stream's chunks in
+    order (they tile time), and no worker starves (workers that start late join in;
+    learning does not wait for them)."""
+    unit = 2 if inference == "worker" else 1
     cfg = make_cfg(tmp_path, *ASYNC, "runner.num_workers=4", "runner.num_envs=8",
-                   "runner.batch_size=4")
+                   "runner.batch_size=4", f"runner.inference={inference}")
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
@@ -170,9 +179,10 @@ def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
         while not (len(seen) == 8 and min(seen.values()) >= 3) and time.time() < deadline:
             rollout, _ = runner.next_rollout(learner.updates)
             ids = rollout.stream_ids.tolist()
-            assert len(ids) == 4 == len(set(ids))
-            assert len({i // 2 for i in ids}) == 2 and all(ids[j] // 2 == ids[j + 1] // 2
-                                                           for j in (0, 2))
+            assert len(ids) == 4 == len(set(ids)) and ids == sorted(ids)
+            for j in range(0, 4, unit):  # whole groups
+                assert ids[j] % unit == 0 and ids[j:j + unit] == list(range(ids[j],
+                                                                            ids[j] + unit))
             for col, sid in enumerate(ids):
                 if sid in last:
                     obs, action = last[sid]
@@ -188,9 +198,11 @@ def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_a_stuck_worker_is_killed_and_restarted(tmp_path):
+@PLACEMENTS
+def test_a_stuck_worker_is_killed_and_restarted(tmp_path, inference):
     """SIGSTOP (alive, silent): after runner.worker_timeout_s the learner restarts it."""
-    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3")
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3",
+                   f"runner.inference={inference}")
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)

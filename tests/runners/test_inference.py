@@ -1,0 +1,148 @@
+"""Policy inference in the learner process (``runner.inference=learner``).
+
+In process: env groups plus the inference server, driven step by step, must cut exactly the
+rollouts the worker placement's ``Actor`` cuts with the same weights, observations and RNG
+state. Across processes (env workers and the inference process): the rollouts of
+double-buffered env workers tile time, carry the core state before entry 0, and re-unroll
+to the logits the server acted with.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from rtrl_rl.envs import make_env
+from rtrl_rl.envs.base import EnvSpec, TimeStep
+from rtrl_rl.models.agent import Agent
+from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners.actor import Actor
+from rtrl_rl.runners.async_runner import AsyncRunner
+from rtrl_rl.runners.async_worker import alloc_slots
+from rtrl_rl.runners.env_worker import EnvGroup
+from rtrl_rl.runners.inference import InferenceServer
+from rtrl_rl.runners.weights import WeightBoard
+from tests.runners.helpers import make_cfg
+from tests.runners.test_actor import ENTRY_FIELDS, ENV, UNROLL, _agent
+
+GROUP, ROLLOUTS, SEED = 2, 6, 7
+FIELDS = (*ENTRY_FIELDS, "core_state", "stream_ids")
+
+
+class _Side:
+    """Two group envs seen as one of 2 x GROUP streams (what one worker's Actor steps)."""
+
+    def __init__(self, envs) -> None:
+        self.envs = envs
+        s = envs[0].spec
+        self.spec = EnvSpec(num_envs=len(envs) * s.num_envs, obs_shape=s.obs_shape,
+                            obs_dtype=s.obs_dtype, num_actions=s.num_actions)
+
+    @staticmethod
+    def _cat(steps: list[TimeStep]) -> TimeStep:
+        return TimeStep(**{k: torch.cat([getattr(s, k) for s in steps])
+                           for k in TimeStep.__dataclass_fields__})
+
+    def reset(self, seed=None) -> TimeStep:
+        return self._cat([e.reset(seed=SEED + k) for k, e in enumerate(self.envs)])
+
+    def step(self, actions) -> TimeStep:
+        return self._cat([e.step(a) for e, a in zip(self.envs, actions.split(GROUP),
+                                                    strict=True)])
+
+    def close(self) -> None:
+        for e in self.envs:
+            e.close()
+
+
+def _group_envs():
+    return [make_env(ENV, GROUP, seed=SEED + k) for k in range(2)]
+
+
+def _worker_placement(agent: Agent) -> tuple[list[Rollout], list]:
+    env = _Side(_group_envs())
+    torch.manual_seed(SEED)  # the worker's act samples with torch's global generator
+    actor = Actor(env, agent.act, agent.core.initial_state(2 * GROUP), env.spec.num_actions,
+                  UNROLL)
+    actor.start(SEED)
+    rollouts = [actor.collect() for _ in range(ROLLOUTS)]
+    return rollouts, actor.drain_episodes()
+
+
+def _learner_placement(agent: Agent) -> tuple[list[Rollout], list]:
+    envs = _group_envs()
+    spec = envs[0].spec
+    slots = [[alloc_slots(spec, GROUP, UNROLL, agent.core.state_size, 2, torch.float32)
+              for _ in range(2)]]
+    server = InferenceServer(agent, torch.device("cpu"), slots, GROUP, seed=SEED,
+                             board=WeightBoard(agent))
+    groups = [EnvGroup(e, k * GROUP, UNROLL) for k, e in enumerate(envs)]
+    requests = [(0, k, *g.start(SEED + k, slots[0][k][0], 0)) for k, g in enumerate(groups)]
+    out: list[Rollout] = []
+    while len(out) < ROLLOUTS:
+        server.serve(requests)  # both groups in one batch, as a busy server takes them
+        if groups[0].complete:
+            out.append(Rollout.cat([g.slot for g in groups]))  # copies
+            for g in groups:
+                nxt = 1 - g.slot_index
+                g.rotate(slots[0][groups.index(g)][nxt], nxt)
+        requests = [(0, k, *g.step()) for k, g in enumerate(groups)]
+    episodes = [e for g in groups for e in g.drain_episodes()]
+    return out, episodes
+
+
+def test_both_placements_cut_the_same_rollouts():
+    """Same weights, observations and RNG state: the same actions, logits, core states
+    and episodes, entry for entry."""
+    agent = _agent()
+    want, want_eps = _worker_placement(agent)
+    got, got_eps = _learner_placement(agent)
+    assert any(r.first[1:-1].any() for r in want)  # episodes end inside rollouts
+    for k, (a, b) in enumerate(zip(want, got, strict=True)):
+        for f in FIELDS:
+            torch.testing.assert_close(getattr(b, f), getattr(a, f), rtol=0, atol=1e-6,
+                                       msg=f"rollout {k}, {f}")
+    assert sorted(got_eps) == sorted(want_eps) and want_eps
+
+
+@pytest.mark.timeout(120)
+def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
+    """2 workers x 2 groups, weights never republished: per stream, rollouts tile time,
+    ``core_state`` is the state before entry 0, and re-unrolling gives the logits acted
+    with; the batching metrics show more than one group per policy step on average."""
+    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
+                   "runner.num_workers=2", "runner.num_envs=8", "runner.unroll=5",
+                   "env.delay=1", "env.delay_max=3", "model.hidden_size=8",
+                   "model.prev_action=true")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    torch.manual_seed(0)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    with torch.no_grad():
+        agent.head.policy.weight.normal_(0.0, 1.0)
+    with caplog.at_level(logging.INFO, logger="rtrl_rl.runners.async_runner"):
+        runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    assert "policy inference: on the learner's device (cpu), in one inference process" in (
+        caplog.text)
+    try:
+        batches = [runner.next_rollout(0)[0] for _ in range(5)]
+        metrics = runner.metrics()
+    finally:
+        runner.close()
+    assert runner.groups == 2 and runner.group_size == 4 // 2
+    for k, r in enumerate(batches):
+        assert r.stream_ids.tolist() == list(range(8))
+        with torch.no_grad():
+            x = agent.core_input(r.obs, r.reward, r.prev_action, r.first)
+            h, state = agent.core(x[:-1], r.core_state, r.first[:-1])
+            logits, _ = agent.heads(h)
+        torch.testing.assert_close(logits, r.logits[:-1], rtol=0, atol=1e-5,
+                                   msg=f"batch {k}")
+        if k + 1 < len(batches):
+            nxt = batches[k + 1]
+            for f in ENTRY_FIELDS:
+                assert torch.equal(getattr(r, f)[-1], getattr(nxt, f)[0]), (k, f)
+            torch.testing.assert_close(state, nxt.core_state, rtol=0, atol=1e-5)
+    assert torch.equal(batches[1].prev_action[1:], batches[1].action[:-1])
+    assert 2 <= metrics["inference_batch_mean"] <= 8 and metrics["policy_steps_per_s"] > 0
