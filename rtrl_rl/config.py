@@ -137,6 +137,7 @@ class RunnerConfig:
     queue_size: int = 2  # async: rollout slots per worker (more = more policy lag)
     batch_size: int = 0  # async: streams per learner batch, from the oldest ready (0 = all)
     worker_timeout_s: float = 300.0  # async: an awaited worker silent this long is restarted
+    env_groups: int = 2  # async, inference=learner: env groups per worker (2: double buffer)
 
     @property
     def streams_per_batch(self) -> int:
@@ -144,10 +145,11 @@ class RunnerConfig:
 
     @property
     def groups_per_worker(self) -> int:
-        """Async with inference in the learner: a worker's streams form two env groups
-        (double buffering) when they split evenly, else one."""
+        """Async with inference in the learner: a worker's streams form ``env_groups`` env
+        groups (2: double buffering) when they split evenly, else one."""
         per_worker = self.num_envs // self.num_workers
-        return 2 if self.inference == "learner" and per_worker % 2 == 0 else 1
+        g = self.env_groups
+        return g if self.inference == "learner" and per_worker % g == 0 else 1
 
     @property
     def group_size(self) -> int:
@@ -162,6 +164,8 @@ class RunnerConfig:
         _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")
         _check(self.num_workers >= 1, "runner.num_workers", "must be >= 1")
         _check(self.queue_size >= 2, "runner.queue_size", "must be >= 2")
+        _check(self.env_groups in (1, 2), "runner.env_groups",
+               f"must be 1 or 2 (2: double buffering), got {self.env_groups}")
         _check(self.worker_timeout_s >= 0, "runner.worker_timeout_s", "must be >= 0 (0: never)")
         _check(self.kind != "async" or self.num_envs % self.num_workers == 0,
                "runner.num_envs", f"({self.num_envs}) must be divisible by runner.num_workers "
@@ -179,8 +183,8 @@ class RunnerConfig:
         b = self.batch_size
         if b and b != self.num_envs:
             unit = self.group_size
-            where = ("one env group (half a worker's runner.num_envs / runner.num_workers)"
-                     if self.groups_per_worker == 2 else
+            where = ("one env group (runner.num_envs / runner.num_workers / "
+                     "runner.env_groups)" if self.groups_per_worker == 2 else
                      "one worker (runner.num_envs / runner.num_workers)")
             _check(b % unit == 0, "runner.batch_size",
                    f"must be a multiple of the {unit} streams of {where}")

@@ -76,6 +76,7 @@ GUARDS, FAULTS = "tests/runners/test_run_guards.py", "tests/runners/test_checkpo
 LEARNER, ACTOR, AGENT = "rtrl_rl/algos/learner.py", "rtrl_rl/runners/actor.py", \
     "rtrl_rl/models/agent.py"
 ASYNC = "rtrl_rl/runners/async_runner.py"
+INFER = "rtrl_rl/runners/inference.py"
 FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
 
 MUTATIONS: list[Mutation] = [
@@ -170,6 +171,26 @@ MUTATIONS: list[Mutation] = [
         "async runner: a stuck (alive, silent) worker is waited for forever",
         "tests/runners/test_async.py::test_a_stuck_worker_is_killed_and_restarted",
         timeout_caught=True),
+    # Policy inference on the learner's device (the inference process and env-only workers)
+    mut("I1", INFER, "for r, t, sl in views if t <= 1]", "for r, t, sl in views if t == 0]",
+        "inference: a rollout's core_state is not the state before its entry 0",
+        "tests/runners/test_inference.py"),
+    mut("I2", INFER, "                self.state[sl] = self.initial[sl]\n", "",
+        "inference: a restarted worker's streams keep the dead worker's core state",
+        SIGKILL_WORKER + "[learner]"),
+    mut("I3", "rtrl_rl/runners/env_worker.py",
+        'CARRIED = ("obs", "reward", "first", "prev_action", "action", "logits")',
+        'CARRIED = ("obs", "reward", "first", "prev_action", "logits")',
+        "env worker: entry T's action is not carried over to entry 0 of the next rollout",
+        "tests/runners/test_inference.py"),
+    mut("I4", INFER, "        if self.board.latest != self.version:", "        if False:",
+        "inference: acts with the first weights for ever (never reads a newer version)",
+        SIGKILL_WORKER + "[learner]"),
+    mut("I5", ASYNC, "            self._restart_inference(self.placement.death())\n"
+        "            return", "            return",
+        "async runner: a dead inference process is never restarted",
+        "tests/runners/test_inference.py::test_sigkilled_inference_process_restarts_every"
+        "_stream", timeout_caught=True),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

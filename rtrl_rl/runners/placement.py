@@ -26,14 +26,27 @@ from rtrl_rl.runners.inference import InferenceHandles, inference_main
 from rtrl_rl.runners.weights import WeightBoard
 
 
-class WorkerInference:
-    name = "worker"
+class _Placement:
+    """What both placements share: the agent's CPU template and the weight board."""
 
     def __init__(self, cfg, agent, slots: list[list[list[Rollout]]], per_worker: int,
                  ctx) -> None:
-        self.cfg, self.agent, self.slots, self.per_worker = cfg, agent, slots, per_worker
+        self.cfg, self.agent, self.slots, self.per_worker, self.ctx = (
+            cfg, agent, slots, per_worker, ctx)
         self.template = copy.deepcopy(agent).cpu()
         self.board = WeightBoard(agent)
+
+    @property
+    def version(self) -> int:
+        return self.board.latest
+
+    def after_update(self) -> None:
+        """Publish the learner's weights (never waits on a reader)."""
+        self.board.publish(self.agent.state_dict())
+
+
+class WorkerInference(_Placement):
+    name = "worker"
 
     def describe(self) -> str:
         return (f"in each of the {self.cfg.runner.num_workers} env workers, on the CPU, "
@@ -50,13 +63,6 @@ class WorkerInference:
                           crash_after=crash_after)
         return worker_main, h, []
 
-    @property
-    def version(self) -> int:
-        return self.board.latest
-
-    def after_update(self) -> None:
-        self.board.publish(self.agent.state_dict())
-
     def metrics(self) -> dict[str, float]:
         return {}
 
@@ -67,17 +73,14 @@ class WorkerInference:
         """No pipes of its own."""
 
 
-class LearnerInference:
+class LearnerInference(_Placement):
     name = "learner"
 
     def __init__(self, cfg, agent, slots: list[list[list[Rollout]]], per_worker: int,
                  ctx, device: torch.device) -> None:
-        self.cfg, self.agent, self.slots, self.per_worker, self.ctx = (
-            cfg, agent, slots, per_worker, ctx)
+        super().__init__(cfg, agent, slots, per_worker, ctx)
         self.device = device
         self.group_size = cfg.runner.group_size
-        self.template = copy.deepcopy(agent).cpu()
-        self.board = WeightBoard(agent)
         pipes = [ctx.Pipe(duplex=True) for _ in range(cfg.runner.num_workers)]
         # Both ends stay open here for the whole run, so that a restarted worker or
         # inference process is handed the same pipe; generations tell stale messages apart.
@@ -137,13 +140,6 @@ class LearnerInference:
                              slots=self.slots[w], conn=conn, step_conn=self.worker_ends[w],
                              generation=generation, crash_after=crash_after)
         return env_worker_main, h, []
-
-    @property
-    def version(self) -> int:
-        return self.board.latest
-
-    def after_update(self) -> None:
-        self.board.publish(self.agent.state_dict())
 
     def metrics(self) -> dict[str, float]:
         """Observations per batched step and batched steps per second, since last asked."""

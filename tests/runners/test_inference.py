@@ -146,3 +146,43 @@ def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
             torch.testing.assert_close(state, nxt.core_state, rtol=0, atol=1e-5)
     assert torch.equal(batches[1].prev_action[1:], batches[1].action[:-1])
     assert 2 <= metrics["inference_batch_mean"] <= 8 and metrics["policy_steps_per_s"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_sigkilled_inference_process_restarts_every_stream(tmp_path):
+    """SIGKILL the inference process: it is restarted, every worker with it (their streams'
+    core states died with it), all streams start new episodes, and nothing is left over."""
+    import os
+    import signal
+
+    from tests.runners.test_async import _alive
+
+    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
+                   "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
+                   "env.delay=3", "model.hidden_size=8")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    pids = []
+    try:
+        for _ in range(3):
+            runner.next_rollout(0)
+        victim = runner.placement.proc
+        pids = [victim.pid, *(p.pid for p in runner.procs)]
+        os.kill(victim.pid, signal.SIGKILL)
+        fresh = None
+        for _ in range(12):  # rollouts made before the kill may still come first
+            rollout, _ = runner.next_rollout(0)
+            if rollout.first[0].all() and runner.restarts >= 2:
+                fresh = rollout
+                break
+        assert fresh is not None, "no batch of restarted streams"
+        assert runner.placement.proc.pid != victim.pid and runner.restarts >= 2
+        assert torch.equal(fresh.core_state, torch.zeros_like(fresh.core_state))
+        assert fresh.stream_ids.tolist() == [0, 1, 2, 3]
+        for _ in range(3):  # and it goes on
+            runner.next_rollout(0)
+        pids += [runner.placement.proc.pid, *(p.pid for p in runner.procs)]
+    finally:
+        runner.close()
+    assert not _alive(pids)
