@@ -184,7 +184,8 @@ class AsyncRunner:
             owner[inference] = -1
         touched = sorted({owner[r] for r in wait(list(owner), timeout)})
         if touched and touched[0] == -1:
-            self._restart_inference(self.placement.death())
+            why = self.placement.death()
+            self._restart_inference(why if isinstance(why, str) else _exit_reason(why))
             return
         for w in touched:
             if self.procs[w].is_alive():

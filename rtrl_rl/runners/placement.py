@@ -116,8 +116,8 @@ class LearnerInference(_Placement):
         """Becomes ready when the inference process exits."""
         return self.proc.sentinel
 
-    def death(self) -> str:
-        """Why the inference process ended: its last error line, or its exit code."""
+    def death(self) -> str | int | None:
+        """Why the inference process ended: its last error line, else its exit code."""
         try:
             while self.control.poll(0):
                 msg = self.control.recv()
@@ -126,7 +126,7 @@ class LearnerInference(_Placement):
         except (EOFError, OSError):
             pass
         self.proc.join(timeout=1)
-        return f"exit code {self.proc.exitcode}"
+        return self.proc.exitcode
 
     def restart(self) -> None:
         self.close()

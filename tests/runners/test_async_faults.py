@@ -83,9 +83,10 @@ def test_sigkilled_learner_leaves_no_processes_or_shm(tmp_path):
 @pytest.mark.parametrize("repeat", range(2))
 @pytest.mark.parametrize("inference", ["learner", "worker"])
 def test_soak_twenty_worker_sigkills(tmp_path, inference, repeat):
-    """20 SIGKILLs of random workers at random moments; the run must go on, count its
-    frames exactly (every learner batch, none of the lost ones), and leave no process and
-    no shared-memory segment behind."""
+    """20 SIGKILLs of random children (env workers and, with inference=learner, the
+    inference process) at random moments; the run must go on, count its frames exactly
+    (every learner batch, none of the lost ones), and leave no process and no
+    shared-memory segment behind."""
     from rtrl_rl.checkpoint import list_checkpoints, load_checkpoint
 
     rng = random.Random(repeat)
@@ -112,7 +113,7 @@ def test_soak_twenty_worker_sigkills(tmp_path, inference, repeat):
     finally:
         if proc.poll() is None:
             proc.kill()
-    died = out.count("died (killed by SIGKILL)")
+    died = out.count("died (killed by SIGKILL)")  # env workers and the inference process
     back = [float(s) for s in re.findall(r"is back after ([\d.]+) s", out)]
     print(f"{inference} repeat {repeat}: {died} deaths seen, restart seconds: {back}")
     assert died >= 15  # a kill can land on a worker that was already dying
