@@ -17,9 +17,11 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from multiprocessing.connection import wait
 
 import torch
 
@@ -64,6 +66,23 @@ def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
             getattr(r, f.name).share_memory_()
         slots.append(r)
     return slots
+
+
+def wait_briefly(conns: list, timeout: float, spin_s: float) -> list:
+    """``multiprocessing.connection.wait``, after polling for up to ``spin_s`` seconds
+    (yielding the CPU between polls): a reply that comes within that time is taken without
+    the process going to sleep and being woken, which costs more than the poll on a small
+    machine."""
+    if spin_s > 0:
+        deadline = time.perf_counter() + spin_s
+        while True:
+            ready = [c for c in conns if c.poll(0)]
+            if ready or time.perf_counter() > deadline:
+                if ready:
+                    return ready
+                break
+            os.sched_yield()
+    return wait(conns, timeout)
 
 
 class LearnerGone(Exception):

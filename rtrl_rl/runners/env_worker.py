@@ -16,12 +16,11 @@ is the one the policy-in-worker placement uses (``rtrl_rl.runners.async_worker``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 
 from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, guarded, take_messages
-from rtrl_rl.runners.inference import REPLY, REQUEST
+from rtrl_rl.runners.async_worker import LearnerGone, guarded, take_messages, wait_briefly
+from rtrl_rl.runners.inference import REPLY, REQUEST, SPIN_S
 
 #: Rollout fields an env group writes; the server writes action, logits, core_state and
 #: policy_version. Entry T of all of them is carried over to entry 0 of the next slot.
@@ -130,7 +129,7 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
             _request(h, g, *groups[g].start(h.seed + 104729 * g, h.slots[g][slot], slot))
         stalled: set[int] = set()  # complete groups waiting for a free slot
         while True:
-            ready = wait([h.conn, h.step_conn], timeout=0.5)
+            ready = wait_briefly([h.conn, h.step_conn], 0.5, SPIN_S)
             if h.conn in ready or stalled or not ready:  # freed slots, stop, or a check
                 take_messages(h.conn, free, parent, 0.0)
             replied = []

@@ -26,17 +26,17 @@ import copy
 import os
 import struct
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 
 import torch
 
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, guarded
+from rtrl_rl.runners.async_worker import LearnerGone, guarded, wait_briefly
 from rtrl_rl.runners.weights import WeightBoard
 
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
 REQUEST = struct.Struct("<iiii")
 REPLY = struct.Struct("<ii")
+SPIN_S = 0.0003
 
 
 class InferenceServer:
@@ -126,7 +126,7 @@ class InferenceServer:
         owner = {c: w for w, c in enumerate(conns)}
         watched = [*conns, control]
         while True:
-            ready = wait(watched, timeout=0.5)
+            ready = wait_briefly(watched, 0.5, SPIN_S)
             if os.getppid() != parent:
                 raise LearnerGone
             if control in ready:

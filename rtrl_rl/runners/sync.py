@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from rtrl_rl.envs import make_env
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.actor import Actor
+
+log = logging.getLogger(__name__)
 
 
 class SyncRunner:
@@ -23,6 +27,7 @@ class SyncRunner:
         self.actor = Actor(self.env, self._policy, init, self.env.spec.num_actions,
                            runner_cfg.unroll)
         self.started = False
+        log.info("policy inference: in the learner process, on %s, between updates", device)
 
     def _policy(self, obs, reward, prev_action, first, state):
         d = self.device
