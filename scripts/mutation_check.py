@@ -190,6 +190,11 @@ MUTATIONS: list[Mutation] = [
         "async runner: a dead inference process is never restarted",
         "tests/runners/test_inference.py::test_sigkilled_inference_process_restarts_every"
         "_stream", timeout_caught=True),
+    mut("F9", ASYNC, "waited = any(not self.pending[u] for u in self._units(w))",
+        "waited = not any(self.pending[u] for u in self._units(w))",
+        "async runner: a silent worker with one of two groups delivered is waited for forever",
+        "tests/runners/test_async.py::test_a_silent_worker_with_one_group_delivered_is_still"
+        "_restarted"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

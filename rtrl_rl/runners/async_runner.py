@@ -211,7 +211,7 @@ class AsyncRunner:
         limit = self.cfg.runner.worker_timeout_s
         now = time.monotonic()
         for w in range(self.num_workers):
-            waited = not any(self.pending[u] for u in self._units(w))
+            waited = any(not self.pending[u] for u in self._units(w))  # a group it lacks
             if limit and waited and now - self._heard[w] > limit:
                 self._restart(w, f"alive but silent for {now - self._heard[w]:.0f} s")
 

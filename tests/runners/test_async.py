@@ -222,3 +222,26 @@ def test_a_stuck_worker_is_killed_and_restarted(tmp_path, inference):
     finally:
         runner.close()
     assert not _alive([p.pid for p in runner.procs] + [stuck.pid])
+
+
+@pytest.mark.timeout(60)
+def test_a_silent_worker_with_one_group_delivered_is_still_restarted(tmp_path):
+    """Two env groups per worker: a worker whose one group has a rollout waiting but whose
+    other group has none, and that is silent, is still one the learner waits for."""
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3", "runner.inference=learner")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    try:
+        assert runner.groups == 2
+        runner.next_rollout(0)
+        os.kill(runner.procs[0].pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        runner._poll(0.0)
+        runner.pending[0].append((0, 0, []))  # group 0 of worker 0: delivered
+        runner.pending[1].clear()  # group 1: nothing
+        runner._heard[0] = time.monotonic() - 10
+        runner._restart_silent()
+        assert runner.restarts == 1
+    finally:
+        runner.close()
