@@ -84,15 +84,20 @@ def test_worker_crash_is_restarted_and_counted(tmp_path, inference):
     assert not _alive([p.pid for p in runner.procs])
 
 
-def test_learner_error_stops_all_workers(tmp_path):
+@PLACEMENTS
+def test_learner_error_stops_all_workers(tmp_path, inference):
+    """... and the inference process, with inference=learner."""
     from rtrl_rl.runners.loop import train
 
-    cfg = make_cfg(tmp_path, *ASYNC, "max_updates=50", "runner.total_frames=100000")
+    cfg = make_cfg(tmp_path, *ASYNC, "max_updates=50", "runner.total_frames=100000",
+                   f"runner.inference={inference}")
     pids = []
     original = AsyncRunner.after_update
 
     def boom(self):
         pids.extend(p.pid for p in self.procs)
+        if getattr(self.placement, "proc", None) is not None:
+            pids.append(self.placement.proc.pid)
         original(self)
         if self.version == 2:
             raise RuntimeError("learner exploded")

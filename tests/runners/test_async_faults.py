@@ -58,13 +58,16 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.timeout(180)
-def test_sigkilled_learner_leaves_no_processes_or_shm(tmp_path):
+@pytest.mark.parametrize("inference", ["learner", "worker"])
+def test_sigkilled_learner_leaves_no_processes_or_shm(tmp_path, inference):
     shm_before = set(os.listdir("/dev/shm"))
-    proc = _launch(tmp_path / "run", "runner.num_workers=2", "runner.total_frames=400000")
+    proc = _launch(tmp_path / "run", "runner.num_workers=2", "runner.total_frames=400000",
+                   f"runner.inference={inference}")
     try:
         _wait_rows(proc, tmp_path / "run", 3, timeout=120)
         kids = _descendants(proc.pid)
-        assert len(kids) >= 2, kids  # the env workers (and the resource tracker)
+        # the env workers, the inference process (inference=learner), the resource tracker
+        assert len(kids) >= (4 if inference == "learner" else 3), kids
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.time() + 10
