@@ -92,6 +92,21 @@ class Agent(nn.Module):
             logits, value = self.head(h)
         return logits.float(), value.float()
 
+    def step(
+        self,
+        obs: torch.Tensor,
+        reward: torch.Tensor,
+        prev_action: torch.Tensor,
+        first: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's forward for one step of B streams: obs ``[B, ...]``, the rest
+        ``[B]``, state ``[B, D]`` -> logits ``[B, A]`` and the state after ``obs``."""
+        x = self.core_input(obs[None], reward[None], prev_action[None], first[None])
+        h, state = self.core(x, state, first[None])
+        logits, _ = self.heads(h[0])
+        return logits, state
+
     @torch.no_grad()
     def act(
         self,
@@ -108,9 +123,7 @@ class Agent(nn.Module):
         Returns action ``[B]`` (long), logits ``[B, A]`` and the state after ``obs``.
         Actions are sampled with ``generator`` (default: torch's global one).
         """
-        x = self.core_input(obs[None], reward[None], prev_action[None], first[None])
-        h, state = self.core(x, state, first[None])
-        logits, _ = self.heads(h[0])
+        logits, state = self.step(obs, reward, prev_action, first, state)
         if greedy:
             action = logits.argmax(-1)
         else:

@@ -4,8 +4,9 @@ One process (spawned by the learner, like the env workers) serves every env grou
 worker: it waits on the workers' step pipes, takes all requests that are ready (dynamic
 batching), gathers their observations from the shared-memory rollout slots, runs one
 ``Agent.act`` over the whole batch on the device, and writes actions, behaviour logits, the
-core state before entry 0 and the policy version back into the slots. The per-stream core
-state never leaves the device. It is a process and not a thread of the learner so that
+core state before entry 0 and the policy version back into the slots (``Agent.step`` is
+traced where that is safe: ``rtrl_rl.models.traced``). The per-stream core state never
+leaves the device. It is a process and not a thread of the learner so that
 neither waits for the other's Python (the GIL): on a 2-core CPU a thread halved throughput.
 
 A request ``(group, slot, t, generation)`` means: entry ``t`` of that slot holds the
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rtrl_rl.models.traced import traced_step
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.async_worker import LearnerGone, guarded, wait_briefly
 from rtrl_rl.runners.weights import WeightBoard
@@ -69,6 +71,7 @@ class InferenceServer:
         }
         self._ids = [[torch.arange(*self._span(w, g)) for g in range(self.groups)]
                      for w in range(len(slots))]
+        self.step = traced_step(self.model, spec.obs[0].to(device))
 
     def _span(self, w: int, g: int) -> tuple[int, int]:
         lo = (w * self.groups + g) * self.group_size
@@ -94,9 +97,10 @@ class InferenceServer:
         state = self.state[idx]
         starts = [(r, self.state_prev[sl].clone()) for r, t, sl in views if t <= 1]
         self.state_prev[idx] = state
-        action, logits, new_state = self.model.act(
-            dev["obs"], dev["reward"], dev["prev_action"], dev["first"], state,
-            generator=self.generator)
+        logits, new_state = self.step(dev["obs"], dev["reward"], dev["prev_action"],
+                                      dev["first"], state)
+        probs = torch.nn.functional.softmax(logits, -1)  # sampled as Agent.act does
+        action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         self.state[idx] = new_state
         action, logits = action.cpu(), logits.float().cpu()
         for k, (r, t, _) in enumerate(views):
