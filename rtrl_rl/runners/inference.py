@@ -38,6 +38,8 @@ from rtrl_rl.runners.weights import WeightBoard
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
 REQUEST = struct.Struct("<iiii")
 REPLY = struct.Struct("<ii")
+#: Both sides poll this long before sleeping (default job, inference=learner: 20.2k against
+#: 18.8k frames/s without; 1 ms and 3 ms were slower than 0.3 ms).
 SPIN_S = 0.0003
 
 
