@@ -42,9 +42,8 @@ class Agent(nn.Module):
         return state
 
     def _autocast(self, like: torch.Tensor):
-        """bf16 autocast for the stem and heads when ``model.amp=bf16``; a no-op otherwise."""
-        return torch.autocast(like.device.type, dtype=torch.bfloat16,
-                              enabled=self.amp == "bf16")
+        """bf16 autocast on ``like``'s device, for the stem and heads under model.amp=bf16."""
+        return torch.autocast(like.device.type, dtype=torch.bfloat16)
 
     def _stem(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.compile_stem:
@@ -70,9 +69,12 @@ class Agent(nn.Module):
         an episode start.
         """
         t, b = obs.shape[:2]
-        with self._autocast(obs):
-            feats = self._stem(obs.reshape(t * b, *obs.shape[2:]))
-        if self.amp != "none":
+        flat = obs.reshape(t * b, *obs.shape[2:])
+        if self.amp == "none":
+            feats = self._stem(flat)
+        else:
+            with self._autocast(obs):
+                feats = self._stem(flat)
             feats = feats.float()  # the core and its sensitivities stay float32
         feats = feats.view(t, b, -1)
         parts = [feats]

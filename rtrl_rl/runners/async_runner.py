@@ -59,8 +59,7 @@ class AsyncRunner:
             probe_env.close()
         self.cfg, self.agent, self.device = cfg, agent, device
         self.num_workers, self.per_worker = rc.num_workers, rc.num_envs // rc.num_workers
-        self.groups = rc.groups_per_worker if rc.inference == "learner" else 1
-        self.group_size = self.per_worker // self.groups
+        self.groups, self.group_size = rc.groups_per_worker, rc.group_size
         self.batch_units = rc.streams_per_batch // self.group_size  # validated: divides
         self.ctx = mp.get_context("spawn")
         dtype = next(agent.parameters()).dtype
@@ -104,13 +103,12 @@ class AsyncRunner:
     def _start(self, w: int) -> None:
         ours, theirs = self.ctx.Pipe(duplex=True)
         seed = self.cfg.seed + 1000 * w + 7919 * self.generation[w]
-        target, handles, extra = self.placement.worker(
+        target, handles = self.placement.worker(
             w, theirs, seed, self._crash_after.pop(w, 0), generation=self.generation[w])
         proc = self.ctx.Process(target=target, args=(handles,), daemon=True,
                                 name=f"rtrl-env-worker-{w}")
         proc.start()
-        for conn in (theirs, *extra):
-            conn.close()  # the worker holds the only other ends: EOF tells either side
+        theirs.close()  # the worker holds the only other end: EOF tells either side
         self.procs[w], self.conns[w] = proc, ours
         self._heard[w] = time.monotonic()
 

@@ -3,8 +3,8 @@
 A worker's streams form one or two env groups, each a vectorized env of its own. A group
 writes each new observation into entry ``t`` of its current rollout slot (shared memory),
 asks the ``InferenceServer`` process for actions with a ``(group, slot, t, generation)``
-request on the step pipe, and steps when the reply says the actions are in the slot. While one group
-waits, the other steps: the env CPU and the policy device are both kept busy (double
+request on the step pipe, and steps when the reply says the actions are in the slot. While
+one group waits, the other steps: the env CPU and the policy device are both kept busy (double
 buffering). Nothing is pickled per step; the request and the reply are a few bytes.
 
 A group whose rollout is complete (entry ``T`` acted on) sends it over the control pipe as
@@ -16,6 +16,8 @@ is the one the policy-in-worker placement uses (``rtrl_rl.runners.async_worker``
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.rollout import Rollout
@@ -47,7 +49,8 @@ class EnvGroup:
     """One group's env and its place in the current slot."""
 
     def __init__(self, env: VecEnv, stream_offset: int, unroll: int) -> None:
-        self.env, self.unroll, self.offset = env, unroll, stream_offset
+        self.env, self.unroll = env, unroll
+        self.stream_ids = torch.arange(stream_offset, stream_offset + env.spec.num_envs)
         self.slot: Rollout | None = None
         self.slot_index, self.t = -1, 0
         self.episodes: list[tuple[float, int]] = []
@@ -64,9 +67,7 @@ class EnvGroup:
 
     def _enter(self, slot: Rollout, index: int) -> None:
         self.slot, self.slot_index = slot, index
-        n = slot.stream_ids.numel()
-        for k in range(n):  # a loop of a few ints, once per rollout
-            slot.stream_ids[k] = self.offset + k
+        slot.stream_ids.copy_(self.stream_ids)
 
     def start(self, seed: int, slot: Rollout, index: int) -> tuple[int, int]:
         """Reset the env into entry 0 of ``slot``; returns the request ``(slot, t=0)``."""

@@ -55,13 +55,13 @@ class WorkerInference(_Placement):
     sentinel = None  # no process of its own
 
     def worker(self, w: int, conn, seed: int, crash_after: int,
-               generation: int = 0) -> tuple[Callable, object, list]:
-        """(process target, its argument, connections to close here once it started)."""
+               generation: int = 0) -> tuple[Callable, object]:
+        """(process target, its argument) for worker ``w``."""
         h = WorkerHandles(index=w, stream_offset=w * self.per_worker, num_envs=self.per_worker,
                           seed=seed, cfg=self.cfg, slots=self.slots[w][0],
                           template=self.template, board=self.board, conn=conn,
                           crash_after=crash_after)
-        return worker_main, h, []
+        return worker_main, h
 
     def metrics(self) -> dict[str, float]:
         return {}
@@ -133,13 +133,13 @@ class LearnerInference(_Placement):
         self.start()
 
     def worker(self, w: int, conn, seed: int, crash_after: int,
-               generation: int = 0) -> tuple[Callable, object, list]:
+               generation: int = 0) -> tuple[Callable, object]:
         self.generations[w] = generation  # before the worker exists: older requests drop
         h = EnvWorkerHandles(index=w, stream_offset=w * self.per_worker,
                              group_size=self.group_size, seed=seed, cfg=self.cfg,
                              slots=self.slots[w], conn=conn, step_conn=self.worker_ends[w],
                              generation=generation, crash_after=crash_after)
-        return env_worker_main, h, []
+        return env_worker_main, h
 
     def metrics(self) -> dict[str, float]:
         """Observations per batched step and batched steps per second, since last asked."""
