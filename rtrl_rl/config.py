@@ -57,10 +57,14 @@ class ModelConfig:
     stem: str = "mlp"  # impala | nature | mlp
     stem_hidden: list[int] = field(default_factory=lambda: [64])  # mlp layer sizes
     stem_out: int = 256  # FC width after a conv stem
-    core: str = "elstm"  # elstm | lstm | none
-    hidden_size: int = 64
+    core: str = "elstm"  # elstm | rtu | lru | lstm | none
+    hidden_size: int = 64  # units (rtu, lru: complex units, 2 reals each)
     layers: int = 1
-    forget_bias: float = 1.0
+    forget_bias: float = 1.0  # elstm, lstm
+    rtu_recurrence: str = "linear"  # rtu: linear (relu output) | nonlinear (relu inside)
+    r_min: float = 0.0  # rtu, lru: initial eigenvalue moduli, |lambda|^2 uniform on
+    r_max: float = 1.0  #   [r_min^2, r_max^2]
+    max_phase: float = 6.283185307179586  # rtu, lru: initial phases uniform on (0, max_phase]
     prev_reward: bool = True
     prev_action: bool = False
     amp: str = "none"  # none | bf16: autocast the stem and heads (the core stays float32)
@@ -69,7 +73,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice(self.stem, "model.stem", ("impala", "nature", "mlp"))
         _choice(self.amp, "model.amp", ("none", "bf16"))
-        _choice(self.core, "model.core", ("elstm", "lstm", "none"))
+        _choice(self.core, "model.core", ("elstm", "rtu", "lru", "lstm", "none"))
+        _choice(self.rtu_recurrence, "model.rtu_recurrence", ("linear", "nonlinear"))
+        _check(0.0 <= self.r_min < self.r_max <= 1.0, "model.r_min",
+               f"need 0 <= r_min < r_max <= 1, got {self.r_min}, {self.r_max}")
+        _check(self.max_phase > 0, "model.max_phase", f"must be > 0, got {self.max_phase}")
         _check(self.hidden_size >= 1, "model.hidden_size", f"must be >= 1, got {self.hidden_size}")
         _check(self.layers >= 1, "model.layers", f"must be >= 1, got {self.layers}")
         _check(self.stem_out >= 1, "model.stem_out", f"must be >= 1, got {self.stem_out}")

@@ -78,6 +78,7 @@ LEARNER, ACTOR, AGENT = "rtrl_rl/algos/learner.py", "rtrl_rl/runners/actor.py", 
 ASYNC = "rtrl_rl/runners/async_runner.py"
 INFER = "rtrl_rl/runners/inference.py"
 FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
+PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_cells.py"
 
 MUTATIONS: list[Mutation] = [
     mut("M01", LEARNER, "log_rhos_from_logits(rollout.logits[:-1], logits.detach(), actions)",
@@ -195,6 +196,25 @@ MUTATIONS: list[Mutation] = [
         "async runner: a silent worker with one of two groups delivered is waited for forever",
         "tests/runners/test_async.py::test_a_silent_worker_with_one_group_delivered_is_still"
         "_restarted"),
+    # Pair cells (RTU, LRU) and the engine's 2x2-block path
+    mut("P1", FACTORS, "torch.matmul(p[s], g[s], out=p[s - 1])",
+        "torch.matmul(g[s], p[s], out=p[s - 1])",
+        "RTRL pair blocks: suffix products multiplied in the wrong order", CELL_EXACT),
+    mut("P2", "rtrl_rl/grad/rtrl.py", '"bnkl,bimnl->bimnk"', '"bnlk,bimnl->bimnk"',
+        "RTRL pair blocks: carried sensitivities scaled by the transposed block", CELL_EXACT),
+    mut("P3", PAIR, "return {\"nu_log\": nu * r * r / norm}", "return {\"nu_log\": nu * r / norm}",
+        "RTU: wrong derivative of the normalisation in the nu_log term",
+        "tests/models/test_pair_cells.py::test_declared_terms_are_the_autograd_derivatives"),
+    mut("P4", PAIR, "a = d.unsqueeze(-1) * rot_block", "a = d.unsqueeze(-2) * rot_block",
+        "non-linear RTU: relu derivative applied to the Jacobian's columns, not its rows",
+        CELL_EXACT),
+    mut("P5", "rtrl_rl/grad/rtrl.py", "acc, g_vec = acc.sum(-1), g_vec.sum(-1)",
+        "acc, g_vec = acc[..., 0], g_vec[..., 0]",
+        "RTRL pair blocks: the injection's gradient ignores each unit's second real",
+        CELL_EXACT),
+    mut("P6", "rtrl_rl/envs/delayed_recall.py",
+        "during = (self._t >= 1) & (self._t <= self._delay)", "during = self._t <= self._delay",
+        "delayed recall: a distractor replaces the cue", "tests/envs/test_delayed_recall.py"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

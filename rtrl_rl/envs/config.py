@@ -160,12 +160,16 @@ class GymConfig:
 
 @dataclass
 class DelayedRecallConfig:
-    """Cue, ``delay`` blank steps (or uniform in ``[delay, delay_max]``), query; name the cue."""
+    """Cue, ``delay`` blank steps (or uniform in ``[delay, delay_max]``), query; name the cue.
+    ``distractors``: random cue-like observations instead of blanks; ``dense_reward``: score
+    every action, ``1 / (D + 2)`` each."""
 
     family: ClassVar[str] = "delayed_recall"
     num_cues: int = 4
     delay: int = 30
     delay_max: int | None = None
+    distractors: bool = False
+    dense_reward: bool = False
 
     def check(self) -> None:
         _require(self.num_cues >= 2, "num_cues", f"must be >= 2, got {self.num_cues}")

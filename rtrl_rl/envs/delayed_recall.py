@@ -14,9 +14,18 @@ random policy earns ``(1 - (K - 1)) / K`` per episode (-0.5 for ``K = 4``).
 Observation ``float32 [B, K + 1]``: columns ``0 .. K-1`` are the one-hot cue (non-zero only on
 the episode's first observation), column ``K`` is the query flag. Blank steps are all zeros.
 
+Harder variants (both off by default):
+
+- ``distractors``: each delay step shows a random one-hot in the cue columns instead of a
+  blank, so the cue is only the episode's *first* cue-like observation and a cell must
+  close its memory after it (POPGym's RepeatFirst is this task with a dense reward).
+- ``dense_reward``: every action is scored, ``(+1 if action == c else -1) / (D + 2)``, so an
+  episode's return is still in ``[-1, 1]`` and a random policy still earns -0.5 for K = 4.
+
 Randomness: one seeded ``torch.Generator``. Every ``step`` draws a new cue (and delay, when
 ``delay_max`` is set) for all ``B`` streams and uses the draws of the streams whose episode just
-ended, so a run depends only on the seed, never on timing.
+ended, so a run depends only on the seed, never on timing. With distractors, every new
+observation also draws one cue-like value per stream.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ class DelayedRecallEnv:
         self.num_cues = cfg.num_cues
         self.delay_min = cfg.delay
         self.delay_max = cfg.delay if cfg.delay_max is None else cfg.delay_max
+        self.distractors, self.dense_reward = cfg.distractors, cfg.dense_reward
         self.spec = EnvSpec(
             obs_shape=(cfg.num_cues + 1,), obs_dtype=torch.float32, num_actions=cfg.num_cues,
             num_envs=num_envs,
@@ -64,7 +74,12 @@ class DelayedRecallEnv:
         """``float32 [B, K + 1]`` for the current ``(t, cue, delay)``."""
         b, k = self.spec.num_envs, self.num_cues
         obs = torch.zeros(b, k + 1, dtype=torch.float32)
-        obs[:, :k] = torch.nn.functional.one_hot(self._cue, k) * (self._t == 0).unsqueeze(1)
+        shown, visible = self._cue, self._t == 0
+        if self.distractors:
+            during = (self._t >= 1) & (self._t <= self._delay)
+            shown = torch.where(during, torch.randint(k, (b,), generator=self._gen), shown)
+            visible = visible | during
+        obs[:, :k] = torch.nn.functional.one_hot(shown, k) * visible.unsqueeze(1)
         obs[:, k] = (self._t == self._delay + 1).to(torch.float32)
         return obs
 
@@ -86,7 +101,10 @@ class DelayedRecallEnv:
         actions = actions.detach().to("cpu", torch.int64)
         done = self._t == self._delay + 1
         hit = (actions == self._cue).to(torch.float32)
-        reward = torch.where(done, 2.0 * hit - 1.0, torch.zeros_like(hit))
+        if self.dense_reward:
+            reward = (2.0 * hit - 1.0) / (self._delay + 2).to(torch.float32)
+        else:
+            reward = torch.where(done, 2.0 * hit - 1.0, torch.zeros_like(hit))
         new_cue, new_delay = self._draw()
         self._cue = torch.where(done, new_cue, self._cue)
         self._delay = torch.where(done, new_delay, self._delay)

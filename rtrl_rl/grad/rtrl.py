@@ -23,8 +23,13 @@ after that block of ``S_0`` was read for the gradient. If no backward reaches th
 (evaluation, or a loss that ignores the core), the update runs when the carried state is
 next needed. Either way the result is the same.
 
-Layers must expose ``unroll(x, c0, first, with_terms=True)`` returning ``ElementwiseTerms``
-(see ``rtrl_rl.models.cells``) and ``recurrent_params()``. Stacked layers get per-layer RTRL:
+Layers must expose ``unroll(x, c0, first, with_terms=True)`` returning their terms and
+``recurrent_params()``. A layer with one real per unit returns ``ElementwiseTerms``
+(``rtrl_rl.models.cells``; ``a`` is then a diagonal); a layer with ``block = 2`` reals per
+unit (``rtrl_rl.models.pair_cells``) returns ``PairTerms``, whose ``a`` holds 2x2 blocks.
+Then ``g_t`` and ``P_s`` are per-unit 2x2 matrices, ``P_s * u_s`` a matrix-vector product,
+and the sensitivities gain a trailing axis of 2 (``[B, I, M, N, 2]``): the engine below is
+the same for both. Stacked layers get per-layer RTRL:
 each layer's sensitivities take its input as given, so cross-layer credit from before the
 chunk is dropped (an approximation; within the chunk, backprop still reaches lower layers).
 """
@@ -42,7 +47,7 @@ from rtrl_rl.models.cells import Core
 
 log = logging.getLogger(__name__)
 
-ELEMENTWISE_CORES = "elstm (any number of layers) and none (feed-forward)"
+ELEMENTWISE_CORES = "elstm, rtu, lru (any number of layers) and none (feed-forward)"
 
 
 class _Update:
@@ -53,7 +58,8 @@ class _Update:
     needed. (Autograd's version counter then stops a second backward through the same
     injection, which would otherwise read ``S_T`` for ``S_0``.)
 
-    x ``[T, B, I]``; pu ``[T, B, M, N]``; p0 ``[B, N]``; s_mat ``[B, I, M, N]``.
+    x ``[T, B, I]``; pu ``[T, B, M, N(, 2)]``; p0 ``[B, N]`` (or ``[B, N, 2, 2]``);
+    s_mat ``[B, I, M, N(, 2)]``.
     """
 
     def __init__(self, x, pu, p0, s_mat):
@@ -63,13 +69,17 @@ class _Update:
     def block(self, lo: int, hi: int) -> None:
         """Update streams ``[lo, hi)``; blocks must come in order."""
         assert lo == self.upto, (lo, self.upto)
-        t_len, _, m, n = self.pu.shape
+        t_len = self.pu.shape[0]
         with torch.no_grad():
             s = self.s_mat[lo:hi]
-            s.mul_(self.p0[lo:hi, None, None, :])
-            s.view(hi - lo, -1, m * n).baddbmm_(
+            p0 = self.p0[lo:hi]
+            if p0.dim() == 2:
+                s.mul_(p0[:, None, None, :])
+            else:  # a 2x2 block per unit
+                s.copy_(torch.einsum("bnkl,bimnl->bimnk", p0, s))
+            s.view(hi - lo, s.shape[1], -1).baddbmm_(
                 self.x[:, lo:hi].permute(1, 2, 0),
-                self.pu[:, lo:hi].reshape(t_len, hi - lo, m * n).transpose(0, 1))
+                self.pu[:, lo:hi].reshape(t_len, hi - lo, -1).transpose(0, 1))
         self.upto = hi
 
     def run(self) -> torch.Tensor:
@@ -91,10 +101,11 @@ def _block(s_mat: torch.Tensor) -> int:
 
 
 class _Injection(torch.autograd.Function):
-    """Returns zeros ``[B, N]``; its backward sends ``S^T g`` to the parameters.
+    """Returns zeros ``[B, N * K]``; its backward sends ``S^T g`` to the parameters.
 
     This is ``<S, theta - sg(theta)>`` without computing a product whose value is known to
-    be zero. Inputs: s_mat ``[B, I, M, N]``, s_vec ``[B, V, N]``, a list that will hold the
+    be zero. Inputs: s_mat ``[B, I, M, N(, K)]``, s_vec ``[B, V, N(, K)]`` (the trailing
+    axis for K = 2 reals per unit), a list that will hold the
     chunk's pending ``_Update`` (empty for chunks whose update runs at once), then the M
     ``[N, I]`` matrices and the V ``[N]`` vectors themselves (passed separately: no
     stacking copies).
@@ -104,7 +115,7 @@ class _Injection(torch.autograd.Function):
     def forward(ctx, s_mat, s_vec, update, *params):  # type: ignore[override]
         ctx.save_for_backward(s_mat, s_vec)
         ctx.update = update  # a list, filled with the pending _Update after the unroll
-        return s_vec.new_zeros(s_vec.shape[0], s_vec.shape[2])
+        return s_vec.new_zeros(s_vec.shape[0], s_vec[0, 0].numel())
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
@@ -114,7 +125,8 @@ class _Injection(torch.autograd.Function):
         # cache-sized accumulator, with no [B, ...] temporary (2-3x faster on CPU than
         # multiply-then-sum, bmm or einsum). The pending sensitivity update reads the same
         # block of S right after, while it is still in cache.
-        g_b = g[:, None, None, :]
+        g = g.view(s_vec.shape[0], *s_vec.shape[2:])  # [B, N(, K)]
+        g_b = g[:, None, None]
         acc = None
         step = _block(s_mat)
         for lo in range(0, s_mat.shape[0], step):
@@ -125,8 +137,10 @@ class _Injection(torch.autograd.Function):
                 acc[: hi - lo].addcmul_(s_mat[lo:hi], g_b[lo:hi])
             if update is not None:
                 update.block(lo, hi)
-        acc = acc.sum(0)  # [I, M, N]
-        g_vec = (s_vec * g[:, None, :]).sum(0)
+        acc = acc.sum(0)  # [I, M, N(, K)]
+        g_vec = (s_vec * g[:, None]).sum(0)
+        if g.dim() == 3:  # sum over the K reals of each unit
+            acc, g_vec = acc.sum(-1), g_vec.sum(-1)
         g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
         return (None, None, None, *g_mat, *g_vec.unbind(0))
 
@@ -186,8 +200,9 @@ class RTRL(TemporalGrad):
         for layer in self.layers:
             mats, vecs = self._layout(layer.recurrent_params())
             n, i = layer.hidden_size, layer.input_size
-            self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n))
-            self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n))
+            k = (2,) if getattr(layer, "block", 1) == 2 else ()
+            self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n, *k))
+            self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n, *k))
 
     def unroll(self, x, state, first, stream_ids=None):
         if not self.layers:
@@ -224,8 +239,9 @@ class RTRL(TemporalGrad):
         return out, torch.cat(finals, -1)
 
     def sensitivities(self) -> list[dict[str, torch.Tensor]]:
-        """Per layer: name -> a copy of the carried sensitivity (``[S, N, I]`` or ``[S, N]``);
-        copies, because the buffers are updated in place by later chunks."""
+        """Per layer: name -> a copy of the carried sensitivity (``[S, N, I]`` or ``[S, N]``;
+        ``[S, N, I, 2]`` or ``[S, N, 2]`` for pair layers); copies, because the buffers are
+        updated in place by later chunks."""
         self._sync()
         result = []
         for k, layer in enumerate(self.layers):

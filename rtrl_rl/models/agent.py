@@ -29,8 +29,10 @@ class Agent(nn.Module):
         else:
             self.stem = make_stem(cfg.stem, spec.obs_shape, out_dim=cfg.stem_out)
         in_size = self.stem.out_dim + int(cfg.prev_reward) + cfg.prev_action * spec.num_actions
-        self.core: Core = make_core(cfg.core, in_size, cfg.hidden_size, cfg.layers,
-                                    cfg.forget_bias)
+        self.core: Core = make_core(
+            cfg.core, in_size, cfg.hidden_size, cfg.layers, cfg.forget_bias,
+            recurrence=cfg.rtu_recurrence, r_min=cfg.r_min, r_max=cfg.r_max,
+            max_phase=cfg.max_phase)
         self.head = PolicyValueHead(self.core.output_size, spec.num_actions)
         self.amp = getattr(cfg, "amp", "none")
         self.compile_stem = bool(getattr(cfg, "compile_stem", False))

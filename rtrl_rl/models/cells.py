@@ -1,5 +1,5 @@
 """Recurrent cores: eLSTM (element-wise LSTM, DESIGN.md section 2), stacked eLSTM, an LSTM
-baseline, and the feed-forward "none" core.
+baseline, and the feed-forward "none" core (RTU and LRU: ``rtrl_rl.models.pair_cells``).
 
 Every core maps a chunk ``x [T, B, I]``, a flat carried state ``[B, D]`` and episode-start
 flags ``first [T, B]`` to outputs ``h [T, B, H]`` and the state after the last step. The
@@ -297,15 +297,28 @@ class FeedForward(Core):
         return x, state
 
 
-CORES: dict[str, type[Core]] = {"elstm": ELSTM, "lstm": LSTM, "none": FeedForward}
+CORES = ("elstm", "lstm", "none", "rtu", "lru")
 
 
 def make_core(
-    kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0
+    kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0,
+    *, recurrence: str = "linear", r_min: float = 0.0, r_max: float = 1.0,
+    max_phase: float = 2 * math.pi,
 ) -> Core:
-    """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``."""
+    """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``, ``rtu``
+    or ``lru`` (``rtrl_rl.models.pair_cells``). ``forget_bias`` is for the eLSTM and LSTM;
+    ``recurrence`` (linear | nonlinear) for the RTU; ``r_min, r_max, max_phase`` set the
+    initial ring of eigenvalues of the RTU and LRU."""
     if kind not in CORES:
         raise unknown_name("core", kind, CORES)
     if kind != "none" and (hidden_size < 1 or layers < 1):
         raise ConfigError(f"model.hidden_size and model.layers must be >= 1 for core '{kind}'")
-    return CORES[kind](input_size, hidden_size, layers, forget_bias)
+    if kind in ("rtu", "lru"):
+        from rtrl_rl.models.pair_cells import LRU, RTU
+
+        ring = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
+        if kind == "rtu":
+            return RTU(input_size, hidden_size, layers, recurrence, **ring)
+        return LRU(input_size, hidden_size, layers, **ring)
+    return {"elstm": ELSTM, "lstm": LSTM, "none": FeedForward}[kind](
+        input_size, hidden_size, layers, forget_bias)

@@ -20,7 +20,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 #: Cores whose one-step forward has no data-dependent control flow.
-TRACEABLE_CORES = ("elstm", "none")
+TRACEABLE_CORES = ("elstm", "rtu", "lru", "none")
 Step = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 

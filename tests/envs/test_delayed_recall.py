@@ -12,14 +12,18 @@ from rtrl_rl.envs.seeding import derive_seed
 class ReferenceDelayedRecall:
     """The task written the obvious way: Python scalars, a loop over streams. It consumes the
     generator exactly like the vectorized env (one ``[B]`` draw of cues, and of delays when
-    they vary, per reset and per step)."""
+    they vary, per reset and per step; with distractors, one ``[B]`` draw of shown values
+    per observation)."""
 
-    def __init__(self, k: int, d_min: int, d_max: int, b: int, seed: int) -> None:
+    def __init__(self, k: int, d_min: int, d_max: int, b: int, seed: int,
+                 distractors: bool = False, dense: bool = False) -> None:
         self.k, self.d_min, self.d_max, self.b = k, d_min, d_max, b
+        self.distractors, self.dense = distractors, dense
         self.gen = torch.Generator().manual_seed(derive_seed(seed, "train", 0))
         cues, delays = self._draw()
         self.streams = [{"t": 0, "cue": cues[i], "delay": delays[i], "ret": 0.0, "len": 0}
                         for i in range(b)]
+        self.noise = self._noise()
 
     def _draw(self):
         cues = torch.randint(self.k, (self.b,), generator=self.gen).tolist()
@@ -28,10 +32,20 @@ class ReferenceDelayedRecall:
             return cues, delays.tolist()
         return cues, [self.d_min] * self.b
 
-    def obs(self, s):
+    def _noise(self):
+        if not self.distractors:
+            return [None] * self.b
+        return torch.randint(self.k, (self.b,), generator=self.gen).tolist()
+
+    def observations(self):
+        return [self.obs(s, v) for s, v in zip(self.streams, self.noise, strict=True)]
+
+    def obs(self, s, noise=None):
         row = [0.0] * (self.k + 1)
         if s["t"] == 0:
             row[s["cue"]] = 1.0
+        elif noise is not None and s["t"] <= s["delay"]:
+            row[noise] = 1.0
         if s["t"] == s["delay"] + 1:
             row[self.k] = 1.0
         return row
@@ -41,27 +55,39 @@ class ReferenceDelayedRecall:
         out = []
         for i, s in enumerate(self.streams):
             done = s["t"] == s["delay"] + 1
-            reward = (1.0 if actions[i] == s["cue"] else -1.0) if done else 0.0
-            s["ret"] += reward
+            score = 1.0 if actions[i] == s["cue"] else -1.0
+            if self.dense:
+                reward = float(torch.tensor(score / (s["delay"] + 2), dtype=torch.float32))
+            else:
+                reward = score if done else 0.0
+            s["ret"] = float(torch.tensor(s["ret"], dtype=torch.float32)
+                             + torch.tensor(reward, dtype=torch.float32))
             s["len"] += 1
             ep = (s["ret"], s["len"]) if done else (0.0, 0)
             if done:
                 s.update(t=0, cue=cues[i], delay=delays[i], ret=0.0, len=0)
             else:
                 s["t"] += 1
-            out.append((self.obs(s), reward, done, ep))
+            out.append([None, reward, done, ep])
+        self.noise = self._noise()
+        for o, row in zip(out, self.observations(), strict=True):
+            o[0] = row
         return out
 
 
-@pytest.mark.parametrize("delay, delay_max", [(0, None), (3, None), (2, 7)])
-def test_matches_the_reference_loop(delay, delay_max):
+@pytest.mark.parametrize("delay, delay_max, distractors, dense", [
+    (0, None, False, False), (3, None, False, False), (2, 7, False, False),
+    (3, None, True, False), (2, 7, True, True), (4, None, False, True)])
+def test_matches_the_reference_loop(delay, delay_max, distractors, dense):
     b, k, steps = 6, 3, 60
     env = make_env({"family": "delayed_recall", "num_cues": k, "delay": delay,
-                    "delay_max": delay_max}, b, seed=11)
+                    "delay_max": delay_max, "distractors": distractors,
+                    "dense_reward": dense}, b, seed=11)
     assert isinstance(env, VecEnv)
-    ref = ReferenceDelayedRecall(k, delay, delay if delay_max is None else delay_max, b, seed=11)
+    ref = ReferenceDelayedRecall(k, delay, delay if delay_max is None else delay_max, b, seed=11,
+                                 distractors=distractors, dense=dense)
     ts = env.reset()
-    assert ts.obs.tolist() == [ref.obs(s) for s in ref.streams]
+    assert ts.obs.tolist() == ref.observations()
     act_gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
         actions = torch.randint(k, (b,), generator=act_gen)
@@ -100,7 +126,45 @@ def test_episode_structure_and_shapes():
     assert ts.done.all() and (ts.reward == -1).all() and (ts.episode_length == d + 2).all()
 
 
-def test_random_policy_scores_chance():
+def test_distractors_fill_the_delay_and_the_cue_stays_first():
+    d, k, b = 6, 4, 64
+    env = make_env({"family": "delayed_recall", "num_cues": k, "delay": d,
+                    "distractors": True}, b, seed=2)
+    ts = env.reset()
+    cue = ts.obs[:, :k].argmax(1)
+    shown = []
+    for _ in range(d):
+        ts = env.step(torch.zeros(b, dtype=torch.int64))
+        assert (ts.obs[:, :k].sum(1) == 1).all() and (ts.obs[:, k] == 0).all()
+        shown.append(ts.obs[:, :k].argmax(1))
+    ts = env.step(torch.zeros(b, dtype=torch.int64))
+    assert (ts.obs[:, :k] == 0).all() and (ts.obs[:, k] == 1).all()  # the query is clean
+    shown = torch.stack(shown)
+    assert (shown != cue).any(0).all()  # distractors are not the cue repeated
+    assert set(shown.flatten().tolist()) == set(range(k))
+    ts = env.step(cue)
+    assert (ts.reward == 1).all()
+
+
+@pytest.mark.parametrize("distractors", [False, True])
+def test_dense_reward_scores_every_action(distractors):
+    d, k, b = 3, 4, 8
+    env = make_env({"family": "delayed_recall", "num_cues": k, "delay": d,
+                    "distractors": distractors, "dense_reward": True}, b, seed=0)
+    cue = env.reset().obs[:, :k].argmax(1)
+    wrong = (cue + 1) % k
+    half = torch.where(torch.arange(b) < b // 2, cue, wrong)  # half right, half wrong
+    for _ in range(d + 2):
+        ts = env.step(half)
+        assert torch.allclose(ts.reward.abs(), torch.full((b,), 1.0 / (d + 2)))
+    assert ts.done.all()
+    assert torch.allclose(ts.episode_return, torch.where(torch.arange(b) < b // 2, 1.0, -1.0))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_random_policy_scores_chance(dense):
+    env = make_env({"family": "delayed_recall", "num_cues": 4, "delay": 0,
+                    "dense_reward": dense, "distractors": dense}, 256, seed=1)
     env = make_env({"family": "delayed_recall", "num_cues": 4, "delay": 0}, 256, seed=1)
     env.reset()
     gen = torch.Generator().manual_seed(1)

@@ -1,0 +1,265 @@
+"""Cores whose units are pairs of reals with a damped-rotation recurrence: the recurrent
+trace unit (RTU; Elelimy et al., NeurIPS 2024) and the linear recurrent unit (LRU; Orvieto
+et al., 2023). Both are diagonal complex recurrences written in real arithmetic: unit ``n``
+carries ``c[n] = (c1, c2)`` and, with ``r = exp(-exp(nu_log))`` and ``theta =
+exp(theta_log)``,
+
+    pre_t = R c_{t-1} + norm * (W1 x_t, W2 x_t),   R = r [[cos theta, -sin theta],
+                                                           [sin theta,  cos theta]]
+
+that is ``lambda = r e^{i theta}`` times ``c1 + i c2``, plus the input.
+
+- ``RTU``: ``norm = sqrt(1 - r^2)``. Linear recurrence (``c_t = pre_t``, output
+  ``relu(c_t)``) or non-linear recurrence (``c_t = relu(pre_t)``, output ``c_t``). The
+  output is ``[T, B, 2N]``.
+- ``LRU``: ``norm = exp(gamma_log)``, a parameter initialised to ``sqrt(1 - r^2)``;
+  ``c_t = pre_t``, output ``gelu(W_y c_t + b_y)`` ``[T, B, N]`` (``W_y`` acting on the
+  pair is ``Re(C c)`` for a complex ``C``).
+
+Each unit's recurrence involves only its own pair, so exact RTRL costs ``O(B I N)`` per
+step, as for the eLSTM. A layer declares its 2x2 Jacobian blocks and immediate derivatives
+(``PairTerms``); ``rtrl_rl.grad`` does the rest. States are flat ``[B, 2N]``, the pair of
+unit ``n`` at ``2n, 2n + 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rtrl_rl.models.cells import Core
+
+
+@dataclass
+class PairTerms:
+    """Forward quantities RTRL needs from one pair layer over a chunk (all detached).
+
+    a: ``[T, B, N, 2, 2]``, the Jacobian block ``d c_t[n] / d c_{t-1}[n]`` (before the
+        episode-start mask; rows: which component of ``c_t``).
+    matrix: name -> ``u [T, B, N, 2]``; ``d c_t[n] / d W[n, i] = u_t[n] * x_t[i]``.
+    vector: name -> ``v [T, B, N, 2]``; ``d c_t[n] / d p[n] = v_t[n]``.
+    """
+
+    a: torch.Tensor
+    matrix: dict[str, torch.Tensor]
+    vector: dict[str, torch.Tensor]
+    block = 2  # reals per unit
+
+    def keys(self) -> tuple[list[str], list[str]]:
+        return list(self.matrix), list(self.vector)
+
+
+def _ring_init(n: int, r_min: float, r_max: float, max_phase: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nu_log, theta_log [N]``: ``|lambda|^2`` uniform on ``[r_min^2, r_max^2]`` and the
+    phase uniform on ``(0, max_phase]`` (the LRU's ring initialisation)."""
+    u1 = torch.rand(n).clamp(1e-6, 1 - 1e-6)
+    u2 = torch.rand(n).clamp(1e-6, 1.0)
+    r_sq = u1 * (r_max**2 - r_min**2) + r_min**2
+    return torch.log(-0.5 * torch.log(r_sq)), torch.log(max_phase * u2)
+
+
+class PairLayer(nn.Module):
+    """Shared recurrence of the RTU and LRU layers. Subclasses set the input matrices'
+    names, the normalisation and the readout."""
+
+    block = 2
+    mats: tuple[str, str]
+    nonlinear = False  # relu inside the recurrence
+
+    def __init__(self, input_size: int, hidden_size: int, r_min: float = 0.0,
+                 r_max: float = 1.0, max_phase: float = 2 * math.pi) -> None:
+        super().__init__()
+        if not 0.0 <= r_min < r_max <= 1.0:
+            raise ValueError(f"need 0 <= r_min < r_max <= 1, got {r_min}, {r_max}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.state_size = 2 * hidden_size
+        nu_log, theta_log = _ring_init(hidden_size, r_min, r_max, max_phase)
+        for name in self.mats:
+            self.register_parameter(name, nn.Parameter(torch.empty(hidden_size, input_size)))
+        self.nu_log = nn.Parameter(nu_log)
+        self.theta_log = nn.Parameter(theta_log)
+
+    def recurrent_params(self) -> dict[str, nn.Parameter]:
+        return {k: getattr(self, k) for k in self.recurrent_names}
+
+    @property
+    def recurrent_names(self) -> tuple[str, ...]:
+        return (*self.mats, "nu_log", "theta_log")
+
+    def norm(self, r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def readout(self, c: torch.Tensor) -> torch.Tensor:
+        """``c [T, B, N, 2]`` -> the layer's output ``[T, B, H]``."""
+        raise NotImplementedError
+
+    def _rotation(self) -> tuple[torch.Tensor, ...]:
+        nu, theta = self.nu_log.exp(), self.theta_log.exp()
+        r = torch.exp(-nu)
+        return nu, theta, r, r * torch.cos(theta), r * torch.sin(theta), self.norm(r)
+
+    def unroll(self, x: torch.Tensor, c0: torch.Tensor, first: torch.Tensor,
+               detach_every_step: bool = False, with_terms: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, PairTerms | None]:
+        """x ``[T, B, I]``, c0 ``[B, 2N]`` (may carry an RTRL injection), first ``[T, B]``.
+        Returns the output ``[T, B, H]``, ``c_T [B, 2N]`` and, if asked, the terms."""
+        t_len, b = x.shape[:2]
+        n = self.hidden_size
+        nu, theta, r, g, phi, norm = self._rotation()
+        wx = F.linear(x, torch.cat([getattr(self, k) for k in self.mats])).view(t_len, b, 2, n)
+        inp = norm * wx  # [T, B, 2, N]
+        c = c0.view(b, n, 2)
+        keep = (~first).to(x.dtype)
+        cs, cprevs, pres = [], [], []
+        for t in range(t_len):
+            c_prev = c * keep[t, :, None, None]
+            if detach_every_step:
+                c_prev = c_prev.detach()
+            c1, c2 = c_prev.unbind(-1)
+            pre = torch.stack([g * c1 - phi * c2 + inp[t, :, 0],
+                               phi * c1 + g * c2 + inp[t, :, 1]], -1)
+            c = torch.relu(pre) if self.nonlinear else pre
+            cs.append(c)
+            if with_terms:
+                cprevs.append(c_prev)
+                pres.append(pre)
+        c_all = torch.stack(cs)
+        terms = None
+        if with_terms:
+            with torch.no_grad():
+                terms = self._terms(torch.stack(cprevs), torch.stack(pres), wx,
+                                    (nu, theta, r, g, phi, norm))
+        return self.readout(c_all), c.reshape(b, 2 * n), terms
+
+    def _norm_grads(self, nu: torch.Tensor, r: torch.Tensor, norm: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """Parameter name -> ``d norm / d parameter`` ``[N]`` (where not zero)."""
+        raise NotImplementedError
+
+    def _terms(self, c_prev, pre, wx, rot) -> PairTerms:
+        """c_prev, pre ``[T, B, N, 2]`` (masked state, pre-activation); wx ``[T, B, 2, N]``."""
+        nu, theta, r, g, phi, norm = (v.detach() for v in rot)
+        wx = wx.detach().transpose(2, 3)  # [T, B, N, 2]
+        d = (pre > 0).to(pre.dtype) if self.nonlinear else torch.ones_like(pre)
+        rot_block = torch.stack([torch.stack([g, -phi], -1), torch.stack([phi, g], -1)], -2)
+        a = d.unsqueeze(-1) * rot_block  # [T, B, N, 2, 2]
+        c1, c2 = c_prev.unbind(-1)
+
+        def through_rotation(dg, dphi):  # d pre / d p via g and phi: [T, B, N, 2]
+            return torch.stack([dg * c1 - dphi * c2, dphi * c1 + dg * c2], -1)
+
+        zero = torch.zeros_like(d[..., 0])
+        matrix = {self.mats[0]: d * torch.stack([norm + zero, zero], -1),
+                  self.mats[1]: d * torch.stack([zero, norm + zero], -1)}
+        vector = {"nu_log": through_rotation(-nu * g, -nu * phi),
+                  "theta_log": through_rotation(-theta * phi, theta * g)}
+        for name, dnorm in self._norm_grads(nu, r, norm).items():
+            vector[name] = vector.get(name, 0) + dnorm.unsqueeze(-1) * wx
+        return PairTerms(a, matrix, {k: d * v for k, v in vector.items()})
+
+
+class RTULayer(PairLayer):
+    """Recurrent trace units: ``norm = sqrt(1 - r^2)``; ``recurrence`` linear (output
+    ``relu(c)``) or nonlinear (``c = relu(pre)``, output ``c``)."""
+
+    mats = ("W_c1", "W_c2")
+
+    def __init__(self, input_size: int, hidden_size: int, recurrence: str = "linear",
+                 **ring: float) -> None:
+        if recurrence not in ("linear", "nonlinear"):
+            raise ValueError(f"recurrence must be linear or nonlinear, not {recurrence!r}")
+        super().__init__(input_size, hidden_size, **ring)
+        self.nonlinear = recurrence == "nonlinear"
+        self.output_size = 2 * hidden_size
+        for name in self.mats:
+            nn.init.normal_(getattr(self, name), std=1.0 / math.sqrt(input_size))
+
+    def norm(self, r):
+        return torch.sqrt(1.0 - r * r)
+
+    def _norm_grads(self, nu, r, norm):
+        return {"nu_log": nu * r * r / norm}
+
+    def readout(self, c):
+        t_len, b = c.shape[:2]
+        return (c if self.nonlinear else torch.relu(c)).reshape(t_len, b, -1)
+
+
+class LRULayer(PairLayer):
+    """The linear recurrent unit: learned normalisation ``exp(gamma_log)`` and a GELU
+    readout ``[T, B, N]``."""
+
+    mats = ("B_re", "B_im")
+
+    def __init__(self, input_size: int, hidden_size: int, **ring: float) -> None:
+        super().__init__(input_size, hidden_size, **ring)
+        with torch.no_grad():
+            r = torch.exp(-self.nu_log.exp())
+            self.gamma_log = nn.Parameter(0.5 * torch.log1p(-r * r))
+        for name in self.mats:
+            nn.init.normal_(getattr(self, name), std=1.0 / math.sqrt(2 * input_size))
+        self.W_y = nn.Parameter(torch.randn(hidden_size, 2 * hidden_size)
+                                / math.sqrt(2 * hidden_size))
+        self.b_y = nn.Parameter(torch.zeros(hidden_size))
+        self.output_size = hidden_size
+
+    @property
+    def recurrent_names(self) -> tuple[str, ...]:
+        return (*super().recurrent_names, "gamma_log")
+
+    def norm(self, r):
+        return self.gamma_log.exp()
+
+    def _norm_grads(self, nu, r, norm):
+        return {"gamma_log": norm}
+
+    def readout(self, c):
+        t_len, b = c.shape[:2]
+        return F.gelu(F.linear(c.reshape(t_len, b, -1), self.W_y, self.b_y))
+
+
+class PairCore(Core):
+    """Stacked pair layers; state ``[B, L * 2N]``."""
+
+    elementwise = True  # per-unit recurrences: exact RTRL is tractable
+
+    def __init__(self, layers: list[PairLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.hidden_size = layers[0].hidden_size
+        self.state_size = sum(layer.state_size for layer in layers)
+        self.output_size = layers[-1].output_size
+
+    def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
+        return list(state.split([layer.state_size for layer in self.layers], dim=-1))
+
+    def forward(self, x, state, first, detach_every_step=False):
+        out, finals = x, []
+        for layer, c0 in zip(self.layers, self.split_state(state), strict=True):
+            out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
+            finals.append(c_t)
+        return out, torch.cat(finals, -1)
+
+
+class RTU(PairCore):
+    name = "rtu"
+
+    def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
+                 recurrence: str = "linear", **ring: float) -> None:
+        sizes = [input_size] + [2 * hidden_size] * layers
+        super().__init__([RTULayer(sizes[k], hidden_size, recurrence, **ring)
+                          for k in range(layers)])
+
+
+class LRU(PairCore):
+    name = "lru"
+
+    def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
+                 **ring: float) -> None:
+        sizes = [input_size] + [hidden_size] * layers
+        super().__init__([LRULayer(sizes[k], hidden_size, **ring) for k in range(layers)])
