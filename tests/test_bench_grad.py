@@ -41,7 +41,16 @@ def test_grid_point_rows_take_paired_times_and_fresh_process_memory():
     args = argparse.Namespace(device="cpu", rounds=2, block=2, repeat=2)
     rows = bench.grid_point(3, 8, 4, 5, ["rtrl", "rtrl_reference", "bptt"], args)
     by = {r["method"]: r for r in rows}
-    assert set(by) == {"rtrl", "rtrl_reference", "bptt"}
+    assert set(by) == {"rtrl", "rtrl_reference", "bptt", "floor"}
     assert by["bptt"]["ratio_to_bptt"] == 1.0 and by["rtrl"]["paired_runs"] == 2
     assert "ratio_to_bptt" not in by["rtrl_reference"]
     assert all(r["ms_per_update"] > 0 and r["peak_mb"] >= 0 for r in rows)
+
+
+def test_pair_cores_and_the_floor_take_turns_with_the_methods():
+    row = _run("--paired-worker", "bptt,rtrl,floor", "4", "3", "8", "5", "cpu", "2", "2", "lru")
+    assert row["core"] == "lru" and set(row["ms_per_update"]) == {"bptt", "rtrl", "floor"}
+    assert all(v > 0 for v in row["ms_per_update"].values())
+    for core in ("rtu", "lru"):
+        row = _run("--worker", "rtrl", "4", "3", "8", "5", "cpu", "2", core)
+        assert row["core"] == core and row["ms_per_update"] > 0
