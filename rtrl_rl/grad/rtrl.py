@@ -41,6 +41,7 @@ import logging
 import torch
 
 from rtrl_rl.errors import ConfigError
+from rtrl_rl.grad import sensitivity_pass
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.grad.factors import chunk_factors, warm_up
 from rtrl_rl.models.cells import Core
@@ -82,6 +83,16 @@ class _Update:
                 self.pu[:, lo:hi].reshape(t_len, hi - lo, -1).transpose(0, 1))
         self.upto = hi
 
+    def add_matmul(self) -> None:
+        """The update's second half, for every stream at once, after ``S *= P_0`` was done
+        elsewhere (``sensitivity_pass``)."""
+        assert self.upto == 0
+        t_len, b = self.pu.shape[:2]
+        with torch.no_grad():
+            self.s_mat.view(b, self.s_mat.shape[1], -1).baddbmm_(
+                self.x.permute(1, 2, 0), self.pu.reshape(t_len, b, -1).transpose(0, 1))
+        self.upto = b
+
     def run(self) -> torch.Tensor:
         step = _block(self.s_mat)
         for lo in range(self.upto, self.s_mat.shape[0], step):
@@ -121,28 +132,40 @@ class _Injection(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
         update = ctx.update[0] if ctx.update and ctx.update[0].upto == 0 else None
-        # sum_b g[b, n] * S[b, i, j, n], accumulated a block of streams at a time into a
-        # cache-sized accumulator, with no [B, ...] temporary (2-3x faster on CPU than
-        # multiply-then-sum, bmm or einsum). The pending sensitivity update reads the same
-        # block of S right after, while it is still in cache.
+        # acc [I, M, N(, K)] = sum_b g[b, n] * S[b, i, j, n], with the pending update's
+        # S *= P_0 in the same read of S: one threaded kernel on the CPU (then one matmul),
+        # else blocks of streams (no [B, ...] temporary; 2-3x faster than multiply-then-sum,
+        # bmm or einsum), each updated right after it was read, while it is still in cache.
         g = g.view(s_vec.shape[0], *s_vec.shape[2:])  # [B, N(, K)]
-        g_b = g[:, None, None]
-        acc = None
-        step = _block(s_mat)
-        for lo in range(0, s_mat.shape[0], step):
-            hi = min(lo + step, s_mat.shape[0])
-            if acc is None:
-                acc = s_mat[lo:hi] * g_b[lo:hi]
-            else:
-                acc[: hi - lo].addcmul_(s_mat[lo:hi], g_b[lo:hi])
+        if sensitivity_pass.usable(s_mat):
+            acc = sensitivity_pass.grad_and_scale(s_mat, g, None if update is None
+                                                  else update.p0)
             if update is not None:
-                update.block(lo, hi)
-        acc = acc.sum(0)  # [I, M, N(, K)]
+                update.add_matmul()
+        else:
+            acc = _blocked_backward(s_mat, g, update)
         g_vec = (s_vec * g[:, None]).sum(0)
         if g.dim() == 3:  # sum over the K reals of each unit
             acc, g_vec = acc.sum(-1), g_vec.sum(-1)
         g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
         return (None, None, None, *g_mat, *g_vec.unbind(0))
+
+
+def _blocked_backward(s_mat: torch.Tensor, g: torch.Tensor, update) -> torch.Tensor:
+    """``sum_b S[b] * g[b]`` ``[I, M, N(, K)]``, a block of streams at a time, each block
+    updated right after it was read, while it is still in cache."""
+    g_b = g[:, None, None]
+    acc = None
+    step = _block(s_mat)
+    for lo in range(0, s_mat.shape[0], step):
+        hi = min(lo + step, s_mat.shape[0])
+        if acc is None:
+            acc = s_mat[lo:hi] * g_b[lo:hi]
+        else:
+            acc[: hi - lo].addcmul_(s_mat[lo:hi], g_b[lo:hi])
+        if update is not None:
+            update.block(lo, hi)
+    return acc.sum(0)
 
 
 class RTRL(TemporalGrad):

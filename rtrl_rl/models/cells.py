@@ -302,7 +302,7 @@ CORES = ("elstm", "lstm", "none", "rtu", "lru")
 
 def make_core(
     kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0,
-    *, recurrence: str = "linear", r_min: float = 0.0, r_max: float = 1.0,
+    *, recurrence: str = "linear", r_min: float = 0.9, r_max: float = 0.999,
     max_phase: float = 2 * math.pi,
 ) -> Core:
     """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``, ``rtu``

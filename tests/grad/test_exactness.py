@@ -82,13 +82,18 @@ def test_rtrl_over_one_long_episode_equals_full_bptt():
     assert max_err(got, full_bptt(core, x, first, readout)) < 1e-9
 
 
-@pytest.mark.parametrize("blocks", ["cpu", "whole_batch"])
+@pytest.mark.parametrize("blocks", ["kernel", "cpu_blocks", "whole_batch"])
 def test_chunked_rtrl_equals_step_by_step_reference(problem, blocks, monkeypatch):
-    """blocks=whole_batch: the GPU layout (one block of every stream, no Python loop over
+    """kernel: the CPU's one-pass kernel; cpu_blocks: blocks of streams (the CPU without
+    numba); whole_batch: the GPU layout (one block of every stream, no Python loop over
     streams), run on the CPU."""
-    if blocks == "whole_batch":
-        from rtrl_rl.grad import rtrl
+    from rtrl_rl.grad import rtrl, sensitivity_pass
 
+    if blocks == "kernel":
+        assert sensitivity_pass.usable(torch.zeros(1, 1, 1, 1, dtype=torch.float64))
+    else:
+        monkeypatch.setattr(sensitivity_pass, "usable", lambda s_mat: False)
+    if blocks == "whole_batch":
         monkeypatch.setattr(rtrl, "_block", lambda s_mat: s_mat.shape[0])
     x, first, readout = problem
     core = make_elstm()
