@@ -8,7 +8,8 @@
 # Steps (each under its own time limit; the whole check stays under 8 minutes):
 #   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
 #   2. pytest -m gpu (they skip without CUDA)
-#   3. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step
+#   3. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step (eLSTM); then the
+#      RTU and LRU cores at N=256: rtrl and bptt
 #   4. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
 #      is skipped, and the log says why): sync, async inference=worker and async
 #      inference=learner, each with rtrl and bptt
@@ -79,9 +80,15 @@ step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests \
 if [[ $DRY == 1 ]]; then
   step bench_grad 120 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 --batch 4 \
       --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
+  step bench_grad_cells 60 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 \
+      --batch 4 --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
+      --json "$OUT/bench_grad_cells.json"
 else
   step bench_grad 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
       --rounds 6 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
+  step bench_grad_cells 60 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
+      --rounds 4 --block 4 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
+      --json "$OUT/bench_grad_cells.json"
 fi
 
 if [[ -n $envs ]]; then

@@ -105,7 +105,7 @@ class ELSTMLayer(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
         super().__init__()
         n, i = hidden_size, input_size
-        self.input_size, self.hidden_size = i, n
+        self.input_size, self.hidden_size, self.state_size = i, n, n
         self.W_z = nn.Parameter(torch.empty(n, i))
         self.W_f = nn.Parameter(torch.empty(n, i))
         self.w_z = nn.Parameter(torch.empty(n))
@@ -204,10 +204,27 @@ class Core(nn.Module, ABC):
         ``x[T-1]``. ``detach_every_step`` cuts the recurrence from the graph at every step."""
 
 
-class ELSTM(Core):
+class LayerStack(Core):
+    """Layers run one after another over the chunk, each with its own ``unroll(x, c0,
+    first, detach_every_step)``; the state holds the layers' states side by side."""
+
+    elementwise = True  # every layer subclass here has per-unit recurrences
+    layers: nn.ModuleList
+
+    def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
+        return list(state.split([layer.state_size for layer in self.layers], dim=-1))
+
+    def forward(self, x, state, first, detach_every_step=False):
+        out, finals = x, []
+        for layer, c0 in zip(self.layers, self.split_state(state), strict=True):
+            out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
+            finals.append(c_t)
+        return out, torch.cat(finals, -1)
+
+
+class ELSTM(LayerStack):
     """Stacked eLSTM; state ``[B, L * N]`` holds each layer's cell ``c``."""
 
-    elementwise = True
     name = "elstm"
 
     def __init__(
@@ -221,16 +238,6 @@ class ELSTM(Core):
         self.hidden_size = hidden_size
         self.state_size = layers * hidden_size
         self.output_size = hidden_size
-
-    def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
-        return list(state.split(self.hidden_size, dim=-1))
-
-    def forward(self, x, state, first, detach_every_step=False):
-        out, finals = x, []
-        for layer, c0 in zip(self.layers, self.split_state(state), strict=False):
-            out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
-            finals.append(c_t)
-        return out, torch.cat(finals, -1)
 
 
 class LSTM(Core):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtrl_rl.models.cells import Core
+from rtrl_rl.models.cells import LayerStack
 
 
 @dataclass
@@ -226,10 +226,8 @@ class LRULayer(PairLayer):
         return F.gelu(F.linear(c.reshape(t_len, b, -1), self.W_y, self.b_y))
 
 
-class PairCore(Core):
+class PairCore(LayerStack):
     """Stacked pair layers; state ``[B, L * 2N]``."""
-
-    elementwise = True  # per-unit recurrences: exact RTRL is tractable
 
     def __init__(self, layers: list[PairLayer]) -> None:
         super().__init__()
@@ -237,16 +235,6 @@ class PairCore(Core):
         self.hidden_size = layers[0].hidden_size
         self.state_size = sum(layer.state_size for layer in layers)
         self.output_size = layers[-1].output_size
-
-    def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
-        return list(state.split([layer.state_size for layer in self.layers], dim=-1))
-
-    def forward(self, x, state, first, detach_every_step=False):
-        out, finals = x, []
-        for layer, c0 in zip(self.layers, self.split_state(state), strict=True):
-            out, c_t, _ = layer.unroll(out, c0, first, detach_every_step)
-            finals.append(c_t)
-        return out, torch.cat(finals, -1)
 
 
 class RTU(PairCore):

@@ -34,3 +34,15 @@ def test_truncated_modules_on_cuda_match_cpu(problem, name):
     got, _ = run_chunks(make_elstm().float().cuda(), name, *_cuda(x, first, readout), T_CHUNK)
     for k, v in ref.items():
         torch.testing.assert_close(got[k].double().cpu(), v, rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["rtu", "rtu_nonlinear", "lru"])
+def test_pair_cells_rtrl_on_cuda_matches_the_float64_cpu_gradient(name):
+    from tests.grad.test_exactness_cells import _chunked, _core, _full_bptt, _problem
+
+    core = _core(name)
+    x, first, readout = _problem(core)
+    ref = _full_bptt(core, x, first, readout)
+    got, _ = _chunked(core.float().cuda(), "rtrl", *_cuda(x, first, readout))
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k].double().cpu(), v, rtol=2e-4, atol=2e-6)

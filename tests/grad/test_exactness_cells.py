@@ -185,3 +185,30 @@ def test_rtrl_gradient_matches_finite_differences_of_the_whole_sequence():
                 nu[n] -= sign * eps
             numeric[n] = (losses[0] - losses[1]) / (2 * eps)
     torch.testing.assert_close(got["layers.0.nu_log"], numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["rtu", "lru"])
+def test_carried_sensitivities_resume_from_a_state_dict(name):
+    """A checkpoint of the pair sensitivities mid-run, restored into a new module, gives
+    the gradients of one uninterrupted run (streams fed in groups, as the async runner
+    does)."""
+    core = _core(name, seed=4)
+    x, first, readout = _problem(core, seed=10)
+    want = _full_bptt(core, x, first, readout)
+    zero_grads(core)
+    grad = make_grad("rtrl", core, B)
+    state = core.initial_state(B, dtype=x.dtype)
+    for k in range(N_CHUNKS):
+        sl = slice(k * T_CHUNK, (k + 1) * T_CHUNK)
+        if k == 2:
+            saved = {n: v.clone() for n, v in grad.state_dict().items()}
+            assert saved["layer0.s_mat"].shape == (B, I, 2, N, 2)
+            grad = make_grad("rtrl", core, B)
+            grad.load_state_dict(saved)
+        new_state = state.clone()
+        for ids in GROUPS:
+            h, s = grad.unroll(x[sl][:, ids], state[ids], first[sl][:, ids], stream_ids=ids)
+            chunk_loss(h, readout[sl][:, ids]).backward()
+            new_state[ids] = s.detach()
+        state = new_state
+    assert _rel_err(param_grads(core), want) < 1e-12

@@ -28,7 +28,8 @@ def _like(agent: Agent) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.uint8 if len(shape) == 4 else torch.float32)
 
 
-@pytest.mark.parametrize("core,stem", [("elstm", "mlp"), ("none", "mlp"), ("elstm", "nature")])
+@pytest.mark.parametrize("core,stem", [("elstm", "mlp"), ("none", "mlp"), ("elstm", "nature"),
+                                       ("rtu", "mlp"), ("lru", "mlp")])
 def test_trace_matches_the_eager_step(core, stem):
     agent = _agent(core, stem)
     step = traced_step(agent, _like(agent))

@@ -11,7 +11,8 @@ from rtrl_rl.runners.loop import train
 from tests.runners.helpers import make_cfg
 
 CORES = {"elstm": ["model.core=elstm"], "stacked": ["model.core=elstm", "model.layers=2"],
-         "lstm": ["model.core=lstm"], "none": ["model.core=none"]}
+         "lstm": ["model.core=lstm"], "none": ["model.core=none"], "rtu": ["model.core=rtu"],
+         "lru": ["model.core=lru"]}
 ENVS = {
     "delayed_recall": ["env.delay=3"],
     "atari": ["experiment=atari_r2ac", "model.hidden_size=32", "model.stem_out=32",
