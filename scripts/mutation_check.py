@@ -215,6 +215,10 @@ MUTATIONS: list[Mutation] = [
     mut("P6", "rtrl_rl/envs/delayed_recall.py",
         "during = (self._t >= 1) & (self._t <= self._delay)", "during = self._t <= self._delay",
         "delayed recall: a distractor replaces the cue", "tests/envs/test_delayed_recall.py"),
+    mut("P7", "rtrl_rl/grad/sensitivity_pass.py", "                        row[n] *= pb[n]\n",
+        "                        row[n] *= pb[n] * pb[n]\n",
+        "RTRL CPU kernel: the carried sensitivities scaled by P_0 squared",
+        "tests/grad/test_exactness.py"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]
