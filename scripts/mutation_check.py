@@ -197,10 +197,9 @@ MUTATIONS: list[Mutation] = [
         "tests/runners/test_async.py::test_a_silent_worker_with_one_group_delivered_is_still"
         "_restarted"),
     # Pair cells (RTU, LRU) and the engine's 2x2-block path
-    mut("P1", FACTORS, "torch.matmul(p[s], g[s], out=p[s - 1])",
-        "torch.matmul(g[s], p[s], out=p[s - 1])",
+    mut("P1", FACTORS, "p[s - 1] = _matmul2(p[s], g[s])", "p[s - 1] = _matmul2(g[s], p[s])",
         "RTRL pair blocks: suffix products multiplied in the wrong order", CELL_EXACT),
-    mut("P2", "rtrl_rl/grad/rtrl.py", '"bnkl,bimnl->bimnk"', '"bnlk,bimnl->bimnk"',
+    mut("P2", "rtrl_rl/grad/rtrl.py", "s1, p[..., 0, 1])", "s1, p[..., 1, 0])",
         "RTRL pair blocks: carried sensitivities scaled by the transposed block", CELL_EXACT),
     mut("P3", PAIR, "return {\"nu_log\": nu * r * r / norm}", "return {\"nu_log\": nu * r / norm}",
         "RTU: wrong derivative of the normalisation in the nu_log term",

@@ -117,6 +117,16 @@ def _factors_torch(terms, first, s_vec):
     return pu, p0, new_vec
 
 
+def _matmul2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for ``[..., 2, 2]`` blocks, written out (a bmm of 2x2s is slow on CPU)."""
+    return torch.addcmul(a[..., :, :1] * b[..., :1, :], a[..., :, 1:], b[..., 1:, :])
+
+
+def _matvec2(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``a @ v`` for ``[..., 2, 2]`` blocks and ``[..., 2]`` vectors (broadcasting)."""
+    return torch.addcmul(a[..., :, 0] * v[..., :1], a[..., :, 1], v[..., 1:])
+
+
 def _factors_pairs(terms, first, s_vec):
     """2x2 blocks per unit: terms.a ``[T, B, N, 2, 2]``, u and v ``[T, B, N, 2]``, s_vec
     ``[B, V, N, 2]``."""
@@ -125,13 +135,12 @@ def _factors_pairs(terms, first, s_vec):
         p = torch.empty_like(g)  # P_s, by one sweep of T small matrix products
         p[-1] = torch.eye(2, dtype=g.dtype, device=g.device)
         for s in range(g.shape[0] - 1, 0, -1):
-            torch.matmul(p[s], g[s], out=p[s - 1])
-        p0 = p[0] @ g[0]
+            p[s - 1] = _matmul2(p[s], g[s])
+        p0 = _matmul2(p[0], g[0])
         u = torch.stack(list(terms.matrix.values()), 2)  # [T, B, M, N, 2]
-        pu = (p.unsqueeze(2) @ u.unsqueeze(-1)).squeeze(-1)
+        pu = _matvec2(p.unsqueeze(2), u)
         v = torch.stack(list(terms.vector.values()), 2)  # [T, B, V, N, 2]
-        new_vec = ((p0.unsqueeze(1) @ s_vec.unsqueeze(-1)).squeeze(-1)
-                   + (p.unsqueeze(2) @ v.unsqueeze(-1)).squeeze(-1).sum(0))
+        new_vec = _matvec2(p0.unsqueeze(1), s_vec) + _matvec2(p.unsqueeze(2), v).sum(0)
     return pu, p0, new_vec
 
 
