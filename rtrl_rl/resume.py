@@ -27,6 +27,11 @@ MUST_MATCH = ("env.", "model.", "grad.name", "runner.num_envs", "runner.unroll",
 #: Execution options inside those groups, free to change on resume.
 MAY_CHANGE = ("model.amp", "model.compile_stem")
 IGNORED = ("resume",)
+#: Keys added after checkpoints were first written, with the value that behaves as before:
+#: a checkpoint whose config lacks one resumes as if it had that value.
+ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.999,
+         "model.max_phase": 6.283185307179586, "env.distractors": False,
+         "env.dense_reward": False}
 _TRUE = ("true", "1", "yes")
 
 
@@ -96,6 +101,7 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
     """Compare the checkpoint's config with this run's. Returns ``key: old -> new`` for each
     changed key that will be applied; ``ConfigError`` listing every key that may not change."""
     old, new = flatten(saved), flatten(current)
+    old = {**{k: v for k, v in ADDED.items() if k in new}, **old}
     changed = sorted(k for k in old.keys() | new.keys()
                      if k not in IGNORED and old.get(k, "<unset>") != new.get(k, "<unset>"))
 

@@ -218,6 +218,11 @@ MUTATIONS: list[Mutation] = [
         "                        row[n] *= pb[n] * pb[n]\n",
         "RTRL CPU kernel: the carried sensitivities scaled by P_0 squared",
         "tests/grad/test_exactness.py"),
+    mut("F10", "rtrl_rl/resume.py",
+        "    old = {**{k: v for k, v in ADDED.items() if k in new}, **old}\n", "",
+        "resume refuses every checkpoint written before a config key was added",
+        "tests/runners/test_run_guards.py::test_checkpoints_from_before_an_added_key_resume"
+        "_as_its_old_behaviour"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

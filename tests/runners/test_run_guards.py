@@ -119,3 +119,23 @@ def test_config_yaml_is_what_runs_after_resume(tmp_path):
     train(make_cfg(tmp_path, *BASE, "max_updates=3", "resume=true", "keep_checkpoints=1"))
     assert "keep_checkpoints: 1" in (tmp_path / "config.yaml").read_text()
     assert len(list(Path(tmp_path / "checkpoints").glob("ckpt_*.pt"))) == 1
+
+
+def test_checkpoints_from_before_an_added_key_resume_as_its_old_behaviour():
+    """A saved config without a key that was added later reads as the value that behaves as
+    before; setting the key to something else is still a change of state-defining config."""
+    from pathlib import Path
+
+    from rtrl_rl.errors import ConfigError
+    from rtrl_rl.resume import check_resume_config
+
+    saved = {"model": {"core": "elstm"}, "env": {"family": "delayed_recall"}}
+    now = {"model": {"core": "elstm", "rtu_recurrence": "linear", "r_min": 0.9,
+                     "r_max": 0.999, "max_phase": 6.283185307179586},
+           "env": {"family": "delayed_recall", "distractors": False, "dense_reward": False}}
+    assert check_resume_config(saved, now, Path("ckpt")) == []
+    now["env"]["distractors"] = True
+    with pytest.raises(ConfigError, match="env.distractors"):
+        check_resume_config(saved, now, Path("ckpt"))
+    atari = {"env": {"family": "atari"}}  # keys of another family are not filled in
+    assert check_resume_config(atari, atari, Path("ckpt")) == []
