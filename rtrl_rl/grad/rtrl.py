@@ -70,7 +70,6 @@ class _Update:
     def block(self, lo: int, hi: int) -> None:
         """Update streams ``[lo, hi)``; blocks must come in order."""
         assert lo == self.upto, (lo, self.upto)
-        t_len = self.pu.shape[0]
         with torch.no_grad():
             s = self.s_mat[lo:hi]
             p0 = self.p0[lo:hi]
@@ -78,20 +77,23 @@ class _Update:
                 s.mul_(p0[:, None, None, :])
             else:  # a 2x2 block per unit, written out (einsum's bmm of 2x2s is 10x slower)
                 _apply_blocks(p0[:, None, None], s)
-            s.view(hi - lo, s.shape[1], -1).baddbmm_(
-                self.x[:, lo:hi].permute(1, 2, 0),
-                self.pu[:, lo:hi].reshape(t_len, hi - lo, -1).transpose(0, 1))
+            self._matmul(lo, hi)
         self.upto = hi
 
     def add_matmul(self) -> None:
         """The update's second half, for every stream at once, after ``S *= P_0`` was done
         elsewhere (``sensitivity_pass``)."""
         assert self.upto == 0
-        t_len, b = self.pu.shape[:2]
         with torch.no_grad():
-            self.s_mat.view(b, self.s_mat.shape[1], -1).baddbmm_(
-                self.x.permute(1, 2, 0), self.pu.reshape(t_len, b, -1).transpose(0, 1))
-        self.upto = b
+            self._matmul(0, self.s_mat.shape[0])
+        self.upto = self.s_mat.shape[0]
+
+    def _matmul(self, lo: int, hi: int) -> None:
+        """``S += X^T (P u)`` for streams ``[lo, hi)``."""
+        t_len = self.pu.shape[0]
+        self.s_mat[lo:hi].view(hi - lo, self.s_mat.shape[1], -1).baddbmm_(
+            self.x[:, lo:hi].permute(1, 2, 0),
+            self.pu[:, lo:hi].reshape(t_len, hi - lo, -1).transpose(0, 1))
 
     def run(self) -> torch.Tensor:
         step = _block(self.s_mat)

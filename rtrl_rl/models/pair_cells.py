@@ -25,6 +25,7 @@ unit ``n`` at ``2n, 2n + 1``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +67,7 @@ def _ring_init(n: int, r_min: float, r_max: float, max_phase: float
     return torch.log(-0.5 * torch.log(r_sq)), torch.log(max_phase * u2)
 
 
-class PairLayer(nn.Module):
+class PairLayer(nn.Module, ABC):
     """Shared recurrence of the RTU and LRU layers. Subclasses set the input matrices'
     names, the normalisation and the readout."""
 
@@ -94,12 +95,13 @@ class PairLayer(nn.Module):
     def recurrent_names(self) -> tuple[str, ...]:
         return (*self.mats, "nu_log", "theta_log")
 
+    @abstractmethod
     def norm(self, r: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The input's scale ``[N]``, given the moduli ``r [N]``."""
 
+    @abstractmethod
     def readout(self, c: torch.Tensor) -> torch.Tensor:
         """``c [T, B, N, 2]`` -> the layer's output ``[T, B, H]``."""
-        raise NotImplementedError
 
     def _rotation(self) -> tuple[torch.Tensor, ...]:
         nu, theta = self.nu_log.exp(), self.theta_log.exp()
@@ -139,10 +141,10 @@ class PairLayer(nn.Module):
                                     (nu, theta, r, g, phi, norm))
         return self.readout(c_all), c.reshape(b, 2 * n), terms
 
+    @abstractmethod
     def _norm_grads(self, nu: torch.Tensor, r: torch.Tensor, norm: torch.Tensor
                     ) -> dict[str, torch.Tensor]:
         """Parameter name -> ``d norm / d parameter`` ``[N]`` (where not zero)."""
-        raise NotImplementedError
 
     def _terms(self, c_prev, pre, wx, rot) -> PairTerms:
         """c_prev, pre ``[T, B, N, 2]`` (masked state, pre-activation); wx ``[T, B, 2, N]``."""
