@@ -108,6 +108,7 @@ def _timed(update, sync, reps: int) -> list[float]:
     return times
 
 
+# ms figures keep 3 decimals: the floor's work at tiny sizes takes a few microseconds.
 def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int,
            core: str = "elstm") -> dict:
     import torch
@@ -127,7 +128,7 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int,
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
     return {
         "method": method, "core": core, "B": b, "T": t, "N": n, "I": i, "device": device,
-        "ms_per_update": round(statistics.median(times), 2),
+        "ms_per_update": round(statistics.median(times), 3),
         "peak_mb": round(max(peak, 0.0), 1),
         "threads": torch.get_num_threads(),
     }
@@ -158,7 +159,7 @@ def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: st
     return {
         "core": core, "B": b, "T": t, "N": n, "I": i, "device": device, "rounds": rounds,
         "block": block,
-        "ms_per_update": {m: round(statistics.median(v), 2) for m, v in every.items()},
+        "ms_per_update": {m: round(statistics.median(v), 3) for m, v in every.items()},
         f"ratio_to_{methods[0]}": {
             m: round(statistics.median(a / c for a, c in zip(v, base, strict=True)), 3)
             for m, v in per_round.items()},
@@ -194,7 +195,7 @@ def grid_point(t: int, n: int, b: int, i: int, methods: list[str], args,
                           core)
         if m in fast:
             row["ms_per_update"] = round(statistics.median(
-                r["ms_per_update"][m] for r in runs), 2)
+                r["ms_per_update"][m] for r in runs), 3)
             row["ratio_to_bptt"] = round(statistics.median(
                 r["ratio_to_bptt"][m] for r in runs), 3)
             row["paired_runs"] = len(runs)
