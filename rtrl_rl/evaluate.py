@@ -56,7 +56,7 @@ def evaluate(ckpt_path: Path, episodes: int, split: str, num_envs: int, greedy: 
     agent.load_state_dict(ckpt["agent"])
     ts = env.reset(seed=seed)
     state = agent.core.initial_state(num_envs, device=dev)
-    prev_action = torch.zeros(num_envs, dtype=torch.long)
+    prev_action = torch.zeros(num_envs, *env.spec.action.shape, dtype=env.spec.action.dtype)
     returns: list[float] = []
     lengths: list[int] = []
     frames: list[np.ndarray] = []

@@ -78,12 +78,13 @@ LEARNER, ACTOR, AGENT = "rtrl_rl/algos/learner.py", "rtrl_rl/runners/actor.py", 
 ASYNC = "rtrl_rl/runners/async_runner.py"
 INFER = "rtrl_rl/runners/inference.py"
 FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
+DIST, SPACES = "rtrl_rl/models/policy_dist.py", "rtrl_rl/envs/gym_spaces.py"
 PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_cells.py"
 
 MUTATIONS: list[Mutation] = [
-    mut("M01", LEARNER, "log_rhos_from_logits(rollout.logits[:-1], logits.detach(), actions)",
-        "log_rhos_from_logits(logits.detach(), rollout.logits[:-1], actions)",
-        "V-trace log-ratios with behaviour and target logits swapped", LEARNER_TESTS),
+    mut("M01", LEARNER, "log_rhos = log_pi_a - agent.dist.log_prob(rollout.logits[:-1], actions)",
+        "log_rhos = agent.dist.log_prob(rollout.logits[:-1], actions) - log_pi_a",
+        "V-trace log-ratios with behaviour and target policies swapped", LEARNER_TESTS),
     mut("M02", LEARNER, "(~rollout.first[1:])", "(~rollout.first[:-1])",
         "discounts from first[:-1] instead of first[1:]", LEARNER_TESTS),
     mut("M03", ACTOR, "core_state = self.state_prev.clone()", "core_state = self.state.clone()",
@@ -118,8 +119,8 @@ MUTATIONS: list[Mutation] = [
     mut("G2", FACTORS, "+ w_f[n] * phi[n]) * k", "+ w_f[n] * phi[n])",
         "fused eLSTM kernel: sensitivities not reset at episode starts",
         "tests/grad/test_factors.py", "tests/grad/test_exactness.py"),
-    mut("G3", "rtrl_rl/grad/rtrl.py", "g_vec = (s_vec * g[:, None, :]).sum(0)",
-        "g_vec = (s_vec * g[:, None, :]).mean(0)",
+    mut("G3", "rtrl_rl/grad/rtrl.py", "g_vec = (s_vec * g[:, None]).sum(0)",
+        "g_vec = (s_vec * g[:, None]).mean(0)",
         "RTRL injection: vector-parameter credit averaged over streams, not summed",
         "tests/grad/test_exactness.py"),
     mut("G4", "rtrl_rl/grad/bptt.py", "first, detach_every_step=True)",
@@ -223,6 +224,27 @@ MUTATIONS: list[Mutation] = [
         "resume refuses every checkpoint written before a config key was added",
         "tests/runners/test_run_guards.py::test_checkpoints_from_before_an_added_key_resume"
         "_as_its_old_behaviour"),
+    # Action distributions and gymnasium spaces
+    mut("D1", DIST, "return torch.stack(parts, -1).sum(-1)",
+        "return torch.stack(parts, -1).mean(-1)",
+        "factored categorical: joint log-prob averaged over components, not summed",
+        "tests/models/test_policy_dist.py"),
+    mut("D2", DIST, "(-0.5 * z * z - log_std - 0.5", "(-0.5 * z * z - 0.5",
+        "diagonal Gaussian: log-prob misses the -log std term", "tests/models/test_policy_dist.py"),
+    mut("D3", SPACES, "acts = np.clip(a.detach().to(\"cpu\", torch.float64).numpy(), low, high)",
+        "acts = a.detach().to(\"cpu\", torch.float64).numpy()",
+        "Box actions reach the env unclipped", "tests/envs/test_gym_spaces.py"),
+    mut("D4", SPACES, "return (0, 3, 1, 2), (shape[2], shape[0], shape[1])",
+        "return (0, 3, 2, 1), (shape[2], shape[0], shape[1])",
+        "channels-last image part transposed to [C, W, H]", "tests/envs/test_gym_spaces.py"),
+    mut("D5", SPACES, "- start + offsets", "+ offsets",
+        "MultiDiscrete observations: the space's start not subtracted before the one-hot",
+        "tests/envs/test_gym_spaces.py"),
+    mut("D6", "rtrl_rl/envs/wrappers.py", "for spec in specs:", "for spec in reversed(specs):",
+        "env.wrappers applied in reverse order", "tests/envs/test_wrappers.py"),
+    mut("D7", LEARNER, "impala_loss(log_pi_a, agent.dist.entropy(params)",
+        "impala_loss(log_pi_a, agent.dist.entropy(params.detach())",
+        "learner: the entropy bonus sends no gradient to the policy", LEARNER_TESTS),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rtrl_rl.algos.losses import impala_loss
-from rtrl_rl.algos.vtrace import log_rhos_from_logits, vtrace
+from rtrl_rl.algos.vtrace import vtrace
 from rtrl_rl.checkpoint import load_optimizer_state
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.agent import Agent
@@ -52,15 +52,18 @@ class Learner:
         with torch.no_grad():  # the bootstrap entry: a value, never a gradient
             h_boot, _ = agent.core(x[-1:].detach(), state_t.detach(), rollout.first[-1:])
             _, bootstrap_value = agent.heads(h_boot[0])
-        logits, values = agent.heads(h)
+        params, values = agent.heads(h)
         actions = rollout.action[:-1]
+        log_pi_a = agent.dist.log_prob(params, actions)
         rewards = agent.clip_reward(rollout.reward[1:].to(values.dtype))
         discounts = cfg.discount * (~rollout.first[1:]).to(values.dtype)
-        log_rhos = log_rhos_from_logits(rollout.logits[:-1], logits.detach(), actions)
+        with torch.no_grad():  # log pi(a|x) - log mu(a|x), mu the policy that acted
+            log_rhos = log_pi_a - agent.dist.log_prob(rollout.logits[:-1], actions)
         returns = vtrace(log_rhos, discounts, rewards, values.detach(), bootstrap_value,
                          cfg.clip_rho, cfg.clip_pg_rho, cfg.vtrace_lambda)
-        loss, terms = impala_loss(logits, values, actions, returns.vs, returns.pg_advantages,
-                                  cfg.baseline_cost, cfg.entropy_cost, cfg.loss_reduction)
+        loss, terms = impala_loss(log_pi_a, agent.dist.entropy(params), values, returns.vs,
+                                  returns.pg_advantages, cfg.baseline_cost, cfg.entropy_cost,
+                                  cfg.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)

@@ -8,8 +8,11 @@ Pure functions on tensors. Conventions:
   rescales gradients by ``T * B``, which interacts with the optimizer epsilon (RMSProp eps
   0.01) and the global grad-norm clip (40) of the reference hyperparameters, so pick one
   deliberately and keep it fixed across the runs you compare.
+- The policy enters as ``log_pi_a`` (log-probabilities of the taken actions) and ``entropy``,
+  both ``[T, B]`` from the agent's action distribution (``rtrl_rl.models.policy_dist``), so
+  every kind of action space shares these terms.
 - Targets (``advantages``, ``vs``) are detached inside; gradients flow only into
-  ``logits`` and ``values``.
+  ``log_pi_a``, ``entropy`` and ``values``.
 - ``entropy_loss`` is the *negative* entropy, so ``total += entropy_cost * entropy_loss``
   rewards higher entropy.
 """
@@ -20,9 +23,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-
-from rtrl_rl.algos.vtrace import action_log_probs
 
 __all__ = [
     "LossTerms",
@@ -45,8 +45,7 @@ def _reduce(x: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 
 def policy_gradient_loss(
-    logits: torch.Tensor,
-    actions: torch.Tensor,
+    log_pi_a: torch.Tensor,
     advantages: torch.Tensor,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
@@ -54,15 +53,13 @@ def policy_gradient_loss(
     with positive advantage.
 
     Args:
-        logits: ``[T, B, A]`` learner policy logits.
-        actions: ``[T, B]`` actions taken.
+        log_pi_a: ``[T, B]`` learner log-probabilities of the actions taken.
         advantages: ``[T, B]`` e.g. V-trace ``pg_advantages`` (detached here).
         reduction: ``"mean"`` over ``T * B`` or ``"sum"``.
 
     Returns:
         Scalar loss.
     """
-    log_pi_a = action_log_probs(logits, actions)
     if log_pi_a.shape != advantages.shape:
         raise ValueError(
             f"policy_gradient_loss: log-probs {tuple(log_pi_a.shape)} vs "
@@ -91,19 +88,17 @@ def baseline_loss(
     return _reduce(0.5 * (vs.detach() - values) ** 2, reduction)
 
 
-def entropy_loss(logits: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    """Negative policy entropy, reduce(sum_a pi(a|x_t) log pi(a|x_t)).
+def entropy_loss(entropy: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Negative policy entropy, -reduce(H(pi(.|x_t))).
 
     Args:
-        logits: ``[T, B, A]`` (any leading shape) policy logits.
-        reduction: ``"mean"`` over the leading positions or ``"sum"``.
+        entropy: ``[T, B]`` (any shape) policy entropies.
+        reduction: ``"mean"`` over the positions or ``"sum"``.
 
     Returns:
         Scalar loss; minimizing it maximizes entropy.
     """
-    log_pi = F.log_softmax(logits, dim=-1)
-    neg_entropy = (log_pi.exp() * log_pi).sum(dim=-1)
-    return _reduce(neg_entropy, reduction)
+    return -_reduce(entropy, reduction)
 
 
 @dataclass(frozen=True)
@@ -132,9 +127,9 @@ class LossTerms:
 
 
 def impala_loss(
-    logits: torch.Tensor,
+    log_pi_a: torch.Tensor,
+    entropy: torch.Tensor,
     values: torch.Tensor,
-    actions: torch.Tensor,
     vs: torch.Tensor,
     pg_advantages: torch.Tensor,
     baseline_cost: float = 0.5,
@@ -144,9 +139,9 @@ def impala_loss(
     """The IMPALA objective from V-trace targets.
 
     Args:
-        logits: ``[T, B, A]`` learner policy logits.
+        log_pi_a: ``[T, B]`` learner log-probabilities of the actions taken.
+        entropy: ``[T, B]`` learner policy entropies.
         values: ``[T, B]`` learner values.
-        actions: ``[T, B]`` actions taken.
         vs, pg_advantages: ``[T, B]`` V-trace targets (``VTraceReturns``).
         baseline_cost, entropy_cost: weights of the baseline and entropy terms.
         reduction: ``"mean"`` over ``T * B`` or ``"sum"`` for every term.
@@ -154,11 +149,11 @@ def impala_loss(
     Returns:
         ``(total, terms)``: the differentiable scalar loss and its parts as floats.
     """
-    pg = policy_gradient_loss(logits, actions, pg_advantages, reduction)
+    pg = policy_gradient_loss(log_pi_a, pg_advantages, reduction)
     base = baseline_loss(values, vs, reduction)
-    ent = entropy_loss(logits, reduction)
+    ent = entropy_loss(entropy, reduction)
     total = pg + baseline_cost * base + entropy_cost * ent
-    n = logits.shape[:-1].numel() if reduction == "sum" else 1
+    n = entropy.numel() if reduction == "sum" else 1
     terms = LossTerms(
         total=total.detach(),
         policy_gradient=pg.detach(),

@@ -25,6 +25,49 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+ACTION_KINDS = ("discrete", "multi_discrete", "box")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What one stream's action is.
+
+    kind: ``discrete`` (an int in ``[0, n)``, shape ``()``), ``multi_discrete`` (ints
+    ``[K]``, component ``k`` in ``[0, nvec[k])``) or ``box`` (floats ``[D]``).
+    nvec: category counts (``(n,)`` for discrete); empty for box.
+    low, high: box bounds per component (``-inf`` / ``inf`` where unbounded); empty otherwise.
+    """
+
+    kind: str
+    nvec: tuple[int, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"ActionSpec.kind: one of {ACTION_KINDS}, got {self.kind!r}")
+        if self.kind == "box":
+            if not self.low or len(self.low) != len(self.high):
+                raise ValueError("ActionSpec: a box needs low and high of one length >= 1")
+        elif not self.nvec or min(self.nvec) < 1 or (self.kind == "discrete"
+                                                     and len(self.nvec) != 1):
+            raise ValueError(f"ActionSpec: bad nvec {self.nvec} for {self.kind}")
+
+    @staticmethod
+    def discrete(n: int) -> ActionSpec:
+        return ActionSpec("discrete", (int(n),))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Per-stream action shape: ``()``, ``(K,)`` or ``(D,)``."""
+        if self.kind == "discrete":
+            return ()
+        return (len(self.nvec),) if self.kind == "multi_discrete" else (len(self.low),)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32 if self.kind == "box" else torch.long
+
 
 @dataclass(frozen=True)
 class EnvSpec:
@@ -32,14 +75,26 @@ class EnvSpec:
 
     obs_shape: per-stream observation shape, e.g. ``(4, 84, 84)`` or ``(D,)``.
     obs_dtype: ``torch.uint8`` for images, ``torch.float32`` for vectors.
-    num_actions: size of the discrete action set.
     num_envs: number of streams ``B``.
+    num_actions: size of the discrete action set (0 for other action kinds).
+    action: the action space; ``ActionSpec.discrete(num_actions)`` when not given.
+    image_shape: ``(C, H, W)`` when a vector observation starts with a flattened image
+        (a Dict or Tuple space with one image part): the first ``C * H * W`` entries are that
+        image's pixels, which an image stem reads, and the rest are concatenated after it.
     """
 
     obs_shape: tuple[int, ...]
     obs_dtype: torch.dtype
-    num_actions: int
     num_envs: int
+    num_actions: int = 0
+    action: ActionSpec | None = None
+    image_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.action is None:
+            object.__setattr__(self, "action", ActionSpec.discrete(self.num_actions))
+        elif self.action.kind == "discrete":
+            object.__setattr__(self, "num_actions", self.action.nvec[0])
 
     @property
     def is_image(self) -> bool:
@@ -71,10 +126,11 @@ class TimeStep:
         )
 
 
-def check_actions(actions: torch.Tensor, num_envs: int) -> None:
-    """Raise if ``actions`` is not ``[B]``."""
-    if tuple(actions.shape) != (num_envs,):
-        raise ValueError(f"actions must have shape [{num_envs}], got {list(actions.shape)}")
+def check_actions(actions: torch.Tensor, num_envs: int, shape: tuple[int, ...] = ()) -> None:
+    """Raise if ``actions`` is not ``[B, *shape]``."""
+    want = (num_envs, *shape)
+    if tuple(actions.shape) != want:
+        raise ValueError(f"actions must have shape {list(want)}, got {list(actions.shape)}")
 
 
 @runtime_checkable

@@ -131,16 +131,20 @@ class ProcgenConfig:
 
 @dataclass
 class GymConfig:
-    """Any registered gymnasium id with Discrete actions and Box/Discrete observations."""
+    """Any registered gymnasium id (``module:EnvId`` imports ``module`` first, for ids that
+    register on import). Spaces: see ``gym_spaces.py``; wrappers: ``wrappers.py``."""
 
     family: ClassVar[str] = "gym"
     id: str = "CartPole-v1"
     vectorization: str = "sync"  # sync | async (one worker process per stream)
     max_episode_steps: int | None = None  # override the registered time limit
     make_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    wrappers: list[Any] = field(default_factory=list)  # Hydra specs, applied in order
 
     def check(self) -> None:
         import gymnasium
+
+        from rtrl_rl.envs.wrappers import check_wrappers
 
         _require(self.vectorization in ("sync", "async"), "vectorization",
                  str(unknown_name("vectorization", self.vectorization, ("sync", "async"))))
@@ -152,10 +156,26 @@ class GymConfig:
             except ImportError as e:
                 raise _fail("id", f"cannot import module '{module}': {e}") from None
         if env_id not in gymnasium.registry:
-            raise _fail("id", str(unknown_name("gymnasium id", env_id, gymnasium.registry)))
+            raise _fail("id", str(unknown_name("gymnasium id", env_id, gymnasium.registry))
+                        + _import_hint(env_id))
+        check_wrappers(self.wrappers)
         if self.max_episode_steps is not None:
             _require(self.max_episode_steps >= 1, "max_episode_steps",
                      f"must be >= 1, got {self.max_episode_steps}")
+
+
+#: Id prefixes of well-known suites that register their envs on import.
+_SUITES = {"ALE/": "ale_py", "MiniGrid-": "minigrid", "BabyAI-": "minigrid", "popgym-": "popgym",
+           "MiniHack-": "minihack"}
+
+
+def _import_hint(env_id: str) -> str:
+    """The tail of an unknown id's error: how to make an id that registers on import work."""
+    module = next((m for prefix, m in _SUITES.items() if env_id.startswith(prefix)), None)
+    if module is not None:
+        return f" ('{env_id}' looks like {module}'s; try env.id={module}:{env_id})"
+    return (f" (if a package registers it on import, name the module: "
+            f"env.id=module:{env_id})")
 
 
 @dataclass

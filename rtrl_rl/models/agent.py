@@ -1,39 +1,39 @@
 """The R2AC agent: stem -> [features, clipped prev reward, prev action] -> core -> heads.
 
 The core is driven by a temporal-gradient module during learning (``rtrl_rl.grad``) and
-directly, without gradients, when acting. Built from the env's ``EnvSpec``.
+directly, without gradients, when acting. Built from the env's ``EnvSpec``; the action
+distribution (``self.dist``, from ``policy_dist``) follows the env's action space, and the
+policy head's "logits" are that distribution's parameters.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rtrl_rl.envs.base import EnvSpec
 from rtrl_rl.models.cells import Core, make_core
 from rtrl_rl.models.heads import PolicyValueHead
-from rtrl_rl.models.stems import make_stem
+from rtrl_rl.models.policy_dist import make_policy_dist
+from rtrl_rl.models.stems import make_obs_stem
 
 
 class Agent(nn.Module):
     def __init__(self, spec: EnvSpec, cfg, reward_clip: float = 1.0) -> None:
         """``cfg``: a ``ModelConfig`` (stem, core, sizes, which extra inputs to feed)."""
         super().__init__()
-        self.num_actions = spec.num_actions
+        self.dist = make_policy_dist(spec.action)
         self.reward_clip = reward_clip
         self.use_prev_reward = cfg.prev_reward
         self.use_prev_action = cfg.prev_action
-        if cfg.stem == "mlp":
-            self.stem = make_stem("mlp", spec.obs_shape, hidden=tuple(cfg.stem_hidden))
-        else:
-            self.stem = make_stem(cfg.stem, spec.obs_shape, out_dim=cfg.stem_out)
-        in_size = self.stem.out_dim + int(cfg.prev_reward) + cfg.prev_action * spec.num_actions
+        self.stem = make_obs_stem(cfg, spec)
+        in_size = (self.stem.out_dim + int(cfg.prev_reward)
+                   + cfg.prev_action * self.dist.feature_size)
         self.core: Core = make_core(
             cfg.core, in_size, cfg.hidden_size, cfg.layers, cfg.forget_bias,
             recurrence=cfg.rtu_recurrence, r_min=cfg.r_min, r_max=cfg.r_max,
             max_phase=cfg.max_phase)
-        self.head = PolicyValueHead(self.core.output_size, spec.num_actions)
+        self.head = PolicyValueHead(self.core.output_size, self.dist.head_size)
         self.amp = getattr(cfg, "amp", "none")
         self.compile_stem = bool(getattr(cfg, "compile_stem", False))
         self._compiled_stem = None  # built lazily in each process; never pickled
@@ -65,7 +65,8 @@ class Agent(nn.Module):
         prev_action: torch.Tensor,
         first: torch.Tensor,
     ) -> torch.Tensor:
-        """obs ``[T, B, *obs_shape]``, reward/prev_action/first ``[T, B]`` -> x ``[T, B, I]``.
+        """obs ``[T, B, *obs_shape]``, reward/first ``[T, B]``, prev_action
+        ``[T, B, *action_shape]`` -> x ``[T, B, I]``.
 
         ``reward[t]`` and ``prev_action[t]`` are what led to ``obs[t]``; both read as zero at
         an episode start.
@@ -84,17 +85,19 @@ class Agent(nn.Module):
         if self.use_prev_reward:
             parts.append((self.clip_reward(reward.to(feats.dtype)) * keep).unsqueeze(-1))
         if self.use_prev_action:
-            onehot = F.one_hot(prev_action.long(), self.num_actions).to(feats.dtype)
-            parts.append(onehot * keep.unsqueeze(-1))
+            acts = self.dist.action_features(prev_action).to(feats.dtype)
+            parts.append(acts * keep.unsqueeze(-1))
         return torch.cat(parts, -1)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h ``[..., H]`` -> logits ``[..., A]``, value ``[...]`` (float32 under amp)."""
+        """h ``[..., H]`` -> distribution parameters ``[..., P]``, value ``[...]`` (float32
+        under amp)."""
         if self.amp == "none":
-            return self.head(h)
+            out, value = self.head(h)
+            return self.dist(out), value
         with self._autocast(h):
-            logits, value = self.head(h)
-        return logits.float(), value.float()
+            out, value = self.head(h)
+        return self.dist(out.float()), value.float()
 
     def step(
         self,
@@ -104,8 +107,9 @@ class Agent(nn.Module):
         first: torch.Tensor,
         state: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy's forward for one step of B streams: obs ``[B, ...]``, the rest
-        ``[B]``, state ``[B, D]`` -> logits ``[B, A]`` and the state after ``obs``."""
+        """The policy's forward for one step of B streams: obs ``[B, ...]``, prev_action
+        ``[B, *action_shape]``, the rest ``[B]``, state ``[B, D]`` -> distribution
+        parameters ``[B, P]`` and the state after ``obs``."""
         x = self.core_input(obs[None], reward[None], prev_action[None], first[None])
         h, state = self.core(x, state, first[None])
         logits, _ = self.heads(h[0])
@@ -122,15 +126,13 @@ class Agent(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step for B streams: obs ``[B, ...]``, the rest ``[B]``, state ``[B, D]``.
+        """One step for B streams: obs ``[B, ...]``, prev_action ``[B, *action_shape]``,
+        the rest ``[B]``, state ``[B, D]``.
 
-        Returns action ``[B]`` (long), logits ``[B, A]`` and the state after ``obs``.
-        Actions are sampled with ``generator`` (default: torch's global one).
+        Returns action ``[B, *action_shape]``, distribution parameters ``[B, P]`` and the
+        state after ``obs``. Actions are sampled with ``generator`` (default: torch's global
+        one); ``greedy`` takes the distribution's mode.
         """
-        logits, state = self.step(obs, reward, prev_action, first, state)
-        if greedy:
-            action = logits.argmax(-1)
-        else:
-            probs = F.softmax(logits, -1)
-            action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        return action, logits, state
+        params, state = self.step(obs, reward, prev_action, first, state)
+        action = self.dist.mode(params) if greedy else self.dist.sample(params, generator)
+        return action, params, state

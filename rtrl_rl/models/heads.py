@@ -9,10 +9,11 @@ __all__ = ["PolicyValueHead"]
 
 
 class PolicyValueHead(nn.Module):
-    """Linear policy logits and a linear state value from shared features.
+    """A linear policy output and a linear state value from shared features.
 
-    ``features [..., in_dim] -> (logits [..., A], value [...])``, e.g. ``[T, B, in_dim]`` ->
-    ``([T, B, A], [T, B])``.
+    ``features [..., in_dim] -> (policy [..., policy_size], value [...])``, e.g.
+    ``[T, B, in_dim]`` -> ``([T, B, policy_size], [T, B])``. The policy output is what the
+    action distribution reads (``policy_dist``): logits, or a Gaussian's mean.
 
     The policy layer is initialized orthogonally with gain ``policy_init_gain`` (0.01) and
     zero bias, so the initial policy is close to uniform whatever the features are; the
@@ -22,19 +23,19 @@ class PolicyValueHead(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        num_actions: int,
+        policy_size: int,
         policy_init_gain: float = 0.01,
         value_init_gain: float = 1.0,
     ) -> None:
         super().__init__()
-        if in_dim < 1 or num_actions < 1:
+        if in_dim < 1 or policy_size < 1:
             raise ValueError(
-                f"PolicyValueHead: in_dim and num_actions must be >= 1, "
-                f"got {in_dim} and {num_actions}"
+                f"PolicyValueHead: in_dim and policy_size must be >= 1, "
+                f"got {in_dim} and {policy_size}"
             )
         self.in_dim = int(in_dim)
-        self.num_actions = int(num_actions)
-        self.policy = nn.Linear(self.in_dim, self.num_actions)
+        self.policy_size = int(policy_size)
+        self.policy = nn.Linear(self.in_dim, self.policy_size)
         self.value = nn.Linear(self.in_dim, 1)
         nn.init.orthogonal_(self.policy.weight, gain=policy_init_gain)
         nn.init.zeros_(self.policy.bias)
@@ -42,5 +43,5 @@ class PolicyValueHead(nn.Module):
         nn.init.zeros_(self.value.bias)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features [..., in_dim]`` -> ``(logits [..., A], value [...])``."""
+        """``features [..., in_dim]`` -> ``(policy [..., policy_size], value [...])``."""
         return self.policy(features), self.value(features).squeeze(-1)

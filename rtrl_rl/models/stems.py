@@ -13,6 +13,7 @@ features as they are. Inputs are cast to the stem's parameter dtype.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +22,8 @@ from torch import nn
 
 from rtrl_rl.errors import ConfigError, unknown_name
 
-__all__ = ["MLP", "ImpalaResNet", "NatureCNN", "STEMS", "make_stem"]
+__all__ = ["MLP", "STEMS", "ImpalaResNet", "NatureCNN", "SplitStem", "make_obs_stem",
+           "make_stem"]
 
 
 def _param_dtype(module: nn.Module) -> torch.dtype:
@@ -208,3 +210,36 @@ def make_stem(kind: str, obs_shape: Sequence[int], **options: object) -> nn.Modu
     if kind == "mlp":
         return cls(obs_shape[0], **options)
     return cls(obs_shape, **options)
+
+
+class SplitStem(nn.Module):
+    """An image stem on the flattened image that starts a vector observation, with the
+    vector's remaining entries concatenated after the image features:
+    ``[..., C*H*W + R] -> [..., image_stem.out_dim + R]``."""
+
+    def __init__(self, image_stem: nn.Module, image_shape: Sequence[int], rest: int) -> None:
+        super().__init__()
+        self.image = image_stem
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.split = math.prod(self.image_shape)
+        self.rest = int(rest)
+        self.out_dim = image_stem.out_dim + self.rest
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        _check_trailing("SplitStem", obs, (self.split + self.rest,))
+        pixels = obs[..., : self.split].reshape(*obs.shape[:-1], *self.image_shape)
+        feats = self.image(pixels)
+        return torch.cat([feats, obs[..., self.split :].to(feats.dtype)], -1)
+
+
+def make_obs_stem(cfg, spec) -> nn.Module:
+    """The stem a ``ModelConfig`` asks for, fitted to an ``EnvSpec``: an image stem on an
+    observation that carries a flattened image part (``spec.image_shape``) reads that part
+    and passes the rest on (``SplitStem``); otherwise ``make_stem`` on the whole."""
+    if cfg.stem in _IMAGE_STEMS and spec.image_shape is not None:
+        rest = spec.obs_shape[0] - math.prod(spec.image_shape)
+        image = make_stem(cfg.stem, spec.image_shape, out_dim=cfg.stem_out)
+        return SplitStem(image, spec.image_shape, rest)
+    if cfg.stem == "mlp":
+        return make_stem("mlp", spec.obs_shape, hidden=tuple(cfg.stem_hidden))
+    return make_stem(cfg.stem, spec.obs_shape, out_dim=cfg.stem_out)

@@ -43,7 +43,7 @@ def _probe(agent, obs_like: torch.Tensor, batch: int, seed: int) -> tuple[torch.
     dev = obs_like.device
     dtype = next(agent.parameters()).dtype
     return (obs.to(dev), torch.randn(batch, generator=g).to(dev),
-            torch.randint(0, agent.num_actions, (batch,), generator=g).to(dev),
+            agent.dist.mode(torch.randn(batch, agent.dist.param_size, generator=g)).to(dev),
             (torch.arange(batch) % 2 == seed % 2).to(dev),
             torch.randn(batch, agent.core.state_size, generator=g).to(dev, dtype))
 

@@ -14,14 +14,16 @@ import torch
 from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.rollout import Rollout
 
-#: (obs [B,...], reward [B], prev_action [B], first [B], state [B,D]) -> (action, logits, state)
+#: (obs [B,...], reward [B], prev_action [B,*S], first [B], state [B,D])
+#: -> (action [B,*S], distribution parameters [B,P], state), S the action shape
 Policy = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class Actor:
     def __init__(self, env: VecEnv, policy: Policy, initial_state: torch.Tensor,
-                 num_actions: int, unroll: int, stream_offset: int = 0) -> None:
-        """initial_state: ``[B, D]`` zeros in the policy's dtype, on the CPU."""
+                 param_size: int, unroll: int, stream_offset: int = 0) -> None:
+        """initial_state: ``[B, D]`` zeros in the policy's dtype, on the CPU; param_size:
+        the width ``P`` of the action distribution's parameters."""
         spec = env.spec
         self.env, self.policy, self.unroll = env, policy, unroll
         b, t1 = spec.num_envs, unroll + 1
@@ -29,9 +31,9 @@ class Actor:
             "obs": torch.zeros(t1, b, *spec.obs_shape, dtype=spec.obs_dtype),
             "reward": torch.zeros(t1, b),
             "first": torch.zeros(t1, b, dtype=torch.bool),
-            "prev_action": torch.zeros(t1, b, dtype=torch.long),
-            "action": torch.zeros(t1, b, dtype=torch.long),
-            "logits": torch.zeros(t1, b, num_actions),
+            "prev_action": torch.zeros(t1, b, *spec.action.shape, dtype=spec.action.dtype),
+            "action": torch.zeros(t1, b, *spec.action.shape, dtype=spec.action.dtype),
+            "logits": torch.zeros(t1, b, param_size),
         }
         self.state = initial_state.clone()
         self.state_prev = initial_state.clone()

@@ -64,8 +64,8 @@ class AsyncRunner:
         self.ctx = mp.get_context("spawn")
         dtype = next(agent.parameters()).dtype
         self.slots = [[alloc_slots(spec, self.group_size, rc.unroll, agent.core.state_size,
-                                   rc.queue_size, dtype) for _ in range(self.groups)]
-                      for _ in range(self.num_workers)]
+                                   rc.queue_size, dtype, agent.dist.param_size)
+                       for _ in range(self.groups)] for _ in range(self.num_workers)]
         if rc.inference == "learner":
             self.placement = LearnerInference(cfg, agent, self.slots, self.per_worker,
                                               self.ctx, device)

@@ -46,18 +46,20 @@ class WorkerHandles:
 
 
 def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
-                dtype: torch.dtype) -> list[Rollout]:
-    """``count`` preallocated shared-memory rollouts of ``num_envs`` streams."""
+                dtype: torch.dtype, param_size: int) -> list[Rollout]:
+    """``count`` preallocated shared-memory rollouts of ``num_envs`` streams; ``param_size``
+    is the width of the action distribution's parameters."""
     t1 = unroll + 1
+    act = spec.action
     slots = []
     for _ in range(count):
         r = Rollout(
             obs=torch.zeros(t1, num_envs, *spec.obs_shape, dtype=spec.obs_dtype),
             reward=torch.zeros(t1, num_envs),
             first=torch.zeros(t1, num_envs, dtype=torch.bool),
-            prev_action=torch.zeros(t1, num_envs, dtype=torch.long),
-            action=torch.zeros(t1, num_envs, dtype=torch.long),
-            logits=torch.zeros(t1, num_envs, spec.num_actions),
+            prev_action=torch.zeros(t1, num_envs, *act.shape, dtype=act.dtype),
+            action=torch.zeros(t1, num_envs, *act.shape, dtype=act.dtype),
+            logits=torch.zeros(t1, num_envs, param_size),
             core_state=torch.zeros(num_envs, state_size, dtype=dtype),
             stream_ids=torch.zeros(num_envs, dtype=torch.long),
             policy_version=torch.zeros(num_envs, dtype=torch.long),
@@ -141,7 +143,7 @@ def _run(h: WorkerHandles, parent: int) -> None:
 
     dtype = next(agent.parameters()).dtype
     actor = Actor(env, policy, agent.core.initial_state(h.num_envs, dtype=dtype),
-                  env.spec.num_actions, h.cfg.runner.unroll, stream_offset=h.stream_offset)
+                  agent.dist.param_size, h.cfg.runner.unroll, stream_offset=h.stream_offset)
     actor.start(h.seed)
     free = [list(range(len(h.slots)))]
     produced = 0

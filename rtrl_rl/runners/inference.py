@@ -102,8 +102,7 @@ class InferenceServer:
         self.state_prev[idx] = state
         logits, new_state = self.step(dev["obs"], dev["reward"], dev["prev_action"],
                                       dev["first"], state)
-        probs = torch.nn.functional.softmax(logits, -1)  # sampled as Agent.act does
-        action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        action = self.model.dist.sample(logits, self.generator)  # as Agent.act does
         self.state[idx] = new_state
         action, logits = action.cpu(), logits.float().cpu()
         for k, (r, t, _) in enumerate(views):

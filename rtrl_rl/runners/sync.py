@@ -24,7 +24,7 @@ class SyncRunner:
         b = self.env.spec.num_envs
         dtype = next(agent.parameters()).dtype
         init = agent.core.initial_state(b, dtype=dtype)
-        self.actor = Actor(self.env, self._policy, init, self.env.spec.num_actions,
+        self.actor = Actor(self.env, self._policy, init, agent.dist.param_size,
                            runner_cfg.unroll)
         self.started = False
         log.info("policy inference: in the learner process, on %s, between updates", device)

@@ -7,15 +7,36 @@ import math
 import pytest
 import torch
 
-from rtrl_rl.algos.losses import (
-    LossTerms,
-    baseline_loss,
-    entropy_loss,
-    impala_loss,
-    policy_gradient_loss,
-)
+from rtrl_rl.algos import losses
+from rtrl_rl.algos.losses import LossTerms, baseline_loss
+from rtrl_rl.models.policy_dist import Categorical
 
 F64 = torch.float64
+
+
+# The terms take log-probabilities and entropies; these tests feed them from categorical
+# logits, whose values below are computed by hand.
+def policy_gradient_loss(logits, actions, advantages, reduction="mean"):
+    log_pi_a = Categorical(logits.shape[-1]).log_prob(logits, actions)
+    return losses.policy_gradient_loss(log_pi_a, advantages, reduction)
+
+
+def entropy_loss(logits, reduction="mean"):
+    return losses.entropy_loss(Categorical(logits.shape[-1]).entropy(logits), reduction)
+
+
+def impala_loss(logits, values, actions, vs, adv, **kw):
+    dist = Categorical(logits.shape[-1])
+    return losses.impala_loss(dist.log_prob(logits, actions), dist.entropy(logits), values,
+                              vs, adv, **kw)
+
+
+def test_terms_on_given_log_probs_and_entropies():
+    lp = torch.tensor([[-1.0, -2.0]], dtype=F64)
+    adv = torch.tensor([[3.0, 0.5]], dtype=F64)
+    assert losses.policy_gradient_loss(lp, adv).item() == pytest.approx((3.0 + 1.0) / 2)
+    assert losses.entropy_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+    assert losses.entropy_loss(torch.tensor([1.0, 3.0]), "sum").item() == pytest.approx(-4.0)
 
 
 def test_policy_gradient_loss_hand_computed():

@@ -54,5 +54,5 @@ def test_gradients_flow():
 
 
 def test_bad_sizes():
-    with pytest.raises(ValueError, match="num_actions"):
+    with pytest.raises(ValueError, match="policy_size"):
         PolicyValueHead(8, 0)

@@ -64,7 +64,7 @@ def _group_envs():
 def _worker_placement(agent: Agent) -> tuple[list[Rollout], list]:
     env = _Side(_group_envs())
     torch.manual_seed(SEED)  # the worker's act samples with torch's global generator
-    actor = Actor(env, agent.act, agent.core.initial_state(2 * GROUP), env.spec.num_actions,
+    actor = Actor(env, agent.act, agent.core.initial_state(2 * GROUP), agent.dist.param_size,
                   UNROLL)
     actor.start(SEED)
     rollouts = [actor.collect() for _ in range(ROLLOUTS)]
@@ -74,7 +74,8 @@ def _worker_placement(agent: Agent) -> tuple[list[Rollout], list]:
 def _learner_placement(agent: Agent) -> tuple[list[Rollout], list]:
     envs = _group_envs()
     spec = envs[0].spec
-    slots = [[alloc_slots(spec, GROUP, UNROLL, agent.core.state_size, 2, torch.float32)
+    slots = [[alloc_slots(spec, GROUP, UNROLL, agent.core.state_size, 2, torch.float32,
+                          agent.dist.param_size)
               for _ in range(2)]]
     server = InferenceServer(agent, torch.device("cpu"), slots, GROUP, seed=SEED,
                              board=WeightBoard(agent))
