@@ -16,14 +16,12 @@ and other devices use the blocked PyTorch form in ``rtrl_rl.grad.rtrl``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import torch
 
-try:
-    from numba import prange
-except ImportError:  # the kernel is then never built
-    prange = range
-
+prange = range  # numba's prange once ``_load`` has imported numba
 log = logging.getLogger(__name__)
 
 _kernel = None  # the compiled function, once built; False if numba is unavailable
@@ -51,8 +49,25 @@ def grad_and_scale(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | None
     return acc
 
 
+def limit_threads(n: int) -> None:
+    """Give the kernel ``n`` threads. numba sizes its thread pool when it is imported, and
+    the pool's idle threads spin-wait between kernels: two 1-thread runs on the 2-core CPU
+    each ran 9x slower with a 2-thread pool. So this sets ``NUMBA_NUM_THREADS`` (which
+    spawned worker processes inherit) while numba is not yet imported, which is why this
+    module imports it only in ``_load``."""
+    if "numba" in sys.modules:
+        import numba
+
+        if n < numba.config.NUMBA_NUM_THREADS:
+            log.warning("numba was imported before the thread count was set: its %d-thread "
+                        "pool may spin on cores the run does not own",
+                        numba.config.NUMBA_NUM_THREADS)
+        return
+    os.environ["NUMBA_NUM_THREADS"] = str(n)
+
+
 def _load():
-    global _kernel
+    global _kernel, prange
     if _kernel is None:
         try:
             import numba
@@ -60,6 +75,7 @@ def _load():
             log.info("numba not installed: the RTRL backward uses blocked PyTorch ops")
             _kernel = False
         else:
+            prange = numba.prange
             _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_pass)
     return _kernel
 

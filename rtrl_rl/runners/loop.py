@@ -30,7 +30,7 @@ from rtrl_rl.checkpoint import (
 from rtrl_rl.config import TrainConfig, to_dict
 from rtrl_rl.envs import make_env
 from rtrl_rl.errors import ConfigError
-from rtrl_rl.grad import make_grad
+from rtrl_rl.grad import make_grad, sensitivity_pass
 from rtrl_rl.logging import RunLogger
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
@@ -118,6 +118,7 @@ def _train(cfg: TrainConfig) -> float:
     seed_everything(cfg.seed)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+        sensitivity_pass.limit_threads(cfg.torch_threads)
 
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -31,3 +35,19 @@ def test_only_the_elementwise_cpu_layout_takes_it():
     assert not sensitivity_pass.usable(torch.zeros(2, 3, 2, 4, 2))  # 2x2-block layers
     assert not sensitivity_pass.usable(torch.zeros(2, 3, 2, 4).transpose(1, 2))
     assert not sensitivity_pass.usable(torch.zeros(2, 3, 2, 4, dtype=torch.bfloat16))
+
+
+def test_limit_threads_sizes_numba_pool_before_numba_loads():
+    """Idle pool threads spin-wait, so a 1-thread run must not get numba's default pool;
+    importing the training loop must not import numba either."""
+    code = ("import sys\n"
+            "import rtrl_rl.runners.loop\n"
+            "assert 'numba' not in sys.modules\n"
+            "from rtrl_rl.grad import sensitivity_pass as sp\n"
+            "sp.limit_threads(1)\n"
+            "assert sp._load()\n"
+            "import numba\n"
+            "assert numba.config.NUMBA_NUM_THREADS == 1, numba.config.NUMBA_NUM_THREADS\n"
+            "assert sp.prange is numba.prange\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
