@@ -66,8 +66,9 @@ def _leaves(space, env_id: str, path: tuple = ()) -> list[tuple[tuple, object]]:
     if isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
                           spaces.MultiBinary)):
         return [(path, space)]
+    shown = str(space) if len(str(space)) <= 60 else str(space)[:57] + "..."
     raise ConfigError(f"env.id: '{env_id}' has a {type(space).__name__} observation space "
-                      f"({space}); supported: Box, Discrete, MultiDiscrete, MultiBinary and "
+                      f"({shown}); supported: Box, Discrete, MultiDiscrete, MultiBinary and "
                       "Tuple or Dict of those")
 
 

@@ -26,6 +26,12 @@ import pytest
      "runner.batch_size: must be a multiple of the 8 streams of one worker"),
     ("runner.inference=gpu", "runner.inference"),
     ("resume=/nonexistent/run", "resume: no checkpoint found"),
+    ("env=gym env.id=tests.envs.space_envs:TextObs-v0",
+     "env.id: 'tests.envs.space_envs:TextObs-v0' has a Text observation space"),
+    ("env=gym env.id=tests.envs.space_envs:MultiBinaryAct-v0", "has action space MultiBinary"),
+    ("env=gym env.wrappers=[{_target_:gymnasium.wrappers.Nope}]",
+     "env.wrappers[0]: cannot import 'gymnasium.wrappers.Nope'"),
+    ("env=gym env.id=ALE/Pong-v5", "try env.id=ale_py:ALE/Pong-v5"),
 ])
 def test_bad_value_is_one_line_naming_the_key(override, needle):
     out = subprocess.run([sys.executable, "-m", "rtrl_rl.train", *override.split(),
