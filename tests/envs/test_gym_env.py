@@ -78,10 +78,26 @@ def test_discrete_observations_are_one_hot():
 
 
 def test_unsupported_spaces_are_config_errors():
-    with pytest.raises(ConfigError) as info:
-        make_env({"family": "gym", "id": "Pendulum-v1"}, 1, seed=0)
-    assert "env.id" in str(info.value) and "Discrete" in str(info.value)
-    assert "\n" not in str(info.value)
+    import tests.envs.space_envs  # noqa: F401  (registers the test envs)
+
+    for env_id, kind in (("TextObs-v0", "a Text observation space"),
+                         ("MultiBinaryAct-v0", "action space MultiBinary")):
+        with pytest.raises(ConfigError) as info:
+            make_env({"family": "gym", "id": env_id}, 1, seed=0)
+        assert f"env.id: '{env_id}' has {kind}" in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_box_actions_are_clipped_when_stepping():
+    import tests.envs.space_envs  # noqa: F401  (its env asserts that actions are in bounds)
+
+    env = make_env({"family": "gym", "id": "BoxAct-v0"}, 2, seed=0)
+    assert env.spec.action.kind == "box" and env.spec.action.shape == (2,)
+    env.reset(seed=3)
+    # reward -|a - high|: 0 for a clipped to the upper bound, -2 per entry at the lower one
+    reward = env.step(torch.tensor([[50.0, 1.0], [-50.0, -3.0]])).reward
+    torch.testing.assert_close(reward, torch.tensor([0.0, -4.0]))
+    env.close()
 
 
 def test_seeding_repeats():

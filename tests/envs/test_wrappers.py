@@ -59,8 +59,8 @@ def test_mask_refuses_bad_indices_and_spaces():
 
 
 def test_unknown_ids_hint_at_the_module_form():
-    with pytest.raises(ConfigError, match=r"try env.id=ale_py:ALE/Pong-v5"):
-        validate_env_config({"family": "gym", "id": "ALE/Pong-v5"})
+    with pytest.raises(ConfigError, match=r"try env.id=minigrid:MiniGrid-Empty-5x5-v0"):
+        validate_env_config({"family": "gym", "id": "MiniGrid-Empty-5x5-v0"})
     with pytest.raises(ConfigError, match=r"name the module: env.id=module:Foo-v0"):
         validate_env_config({"family": "gym", "id": "Foo-v0"})
     validate_env_config({"family": "gym", "id": "tests.envs.space_envs:DictObs-v0"})

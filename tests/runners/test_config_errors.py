@@ -31,7 +31,7 @@ import pytest
     ("env=gym env.id=tests.envs.space_envs:MultiBinaryAct-v0", "has action space MultiBinary"),
     ("env=gym env.wrappers=[{_target_:gymnasium.wrappers.Nope}]",
      "env.wrappers[0]: cannot import 'gymnasium.wrappers.Nope'"),
-    ("env=gym env.id=ALE/Pong-v5", "try env.id=ale_py:ALE/Pong-v5"),
+    ("env=gym env.id=MiniGrid-Empty-5x5-v0", "try env.id=minigrid:MiniGrid-Empty-5x5-v0"),
 ])
 def test_bad_value_is_one_line_naming_the_key(override, needle):
     out = subprocess.run([sys.executable, "-m", "rtrl_rl.train", *override.split(),
