@@ -91,22 +91,32 @@ def test_diag_gaussian_hand_computed_and_against_torch():
     with torch.no_grad():
         dist.log_std.copy_(torch.tensor([-0.5, 0.3]))
     params = dist(mean)
+    torch.testing.assert_close(params[..., :2], torch.tanh(mean))  # bounds +-1
     actions = torch.randn(5, 3, 2, generator=gen, dtype=F64) * 2
-    ref = D.Independent(D.Normal(mean, dist.log_std.exp().expand_as(mean)), 1)
+    ref = D.Independent(D.Normal(torch.tanh(mean), dist.log_std.exp().expand_as(mean)), 1)
     torch.testing.assert_close(dist.log_prob(params, actions), ref.log_prob(actions))
     torch.testing.assert_close(dist.entropy(params), ref.entropy())
-    torch.testing.assert_close(dist.mode(params), mean)
+    torch.testing.assert_close(dist.mode(params), torch.tanh(mean))
 
 
 def test_diag_gaussian_samples_are_unclipped_and_features_clipped():
     dist = DiagGaussian((-1.0,), (1.0,), init_log_std=math.log(2.0))
     with torch.no_grad():
         s = dist.sample(dist(torch.full((50000, 1), 0.5)), torch.Generator().manual_seed(0))
-    assert float(s.mean()) == pytest.approx(0.5, abs=0.05)
+    assert float(s.mean()) == pytest.approx(math.tanh(0.5), abs=0.05)
     assert float(s.std()) == pytest.approx(2.0, abs=0.05)
     assert float(s.abs().max()) > 1.0  # the env clips; the rollout keeps the sample
     feats = dist.action_features(torch.tensor([[-3.0], [0.25], [7.0]]))
     torch.testing.assert_close(feats, torch.tensor([[-1.0], [0.25], [1.0]]))
+
+
+def test_mean_stays_inside_finite_bounds():
+    dist = DiagGaussian((-2.0, 0.0, -math.inf), (2.0, 1.0, math.inf)).double()
+    head = torch.tensor([[0.0, 0.0, 7.0], [50.0, -50.0, -9.0], [0.5, 0.5, 0.0]], dtype=F64)
+    mean = dist(head)[:, :3]
+    want = torch.tensor([[0.0, 0.5, 7.0], [2.0, 0.0, -9.0],
+                         [2 * math.tanh(0.5), 0.5 + 0.5 * math.tanh(0.5), 0.0]], dtype=F64)
+    torch.testing.assert_close(mean, want)
 
 
 def test_log_std_is_learned_and_state_independent():
