@@ -2,8 +2,8 @@
 
     env = make_env({"family": "atari", "game": "breakout"}, num_envs=32, seed=0)
     ts = env.reset()                    # TimeStep: obs [B, 4, 84, 84] uint8, first = 1
-    ts = env.step(actions)              # actions int64 [B]; auto-resets in the same step
-    env.spec                            # EnvSpec(obs_shape, obs_dtype, num_actions, num_envs)
+    ts = env.step(actions)              # actions [B, *spec.action.shape]; auto-resets too
+    env.spec                            # EnvSpec(obs_shape, obs_dtype, num_envs, action, ...)
 
 Families and their options (the fields of the dataclasses in ``config.py``):
 ``atari`` (AtariConfig), ``procgen`` (ProcgenConfig), ``gym`` (GymConfig) and the built-in

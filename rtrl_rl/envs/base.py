@@ -3,7 +3,8 @@
 Conventions (shared by all runners and the learner):
 
 - ``B`` streams step in lock-step. ``step(actions)`` applies ``actions[b]`` to stream ``b`` and
-  returns the *next* observation of every stream.
+  returns the *next* observation of every stream. Actions are ``[B, *spec.action.shape]``:
+  ints for discrete and multi-discrete spaces, floats for a box.
 - Auto-reset happens inside the same ``step`` call: when stream ``b``'s episode ends, the
   returned ``obs[b]`` is already the first observation of its next episode, ``first[b] = 1``,
   and ``reward[b]`` is the last reward of the episode that just ended (gym3 convention).
