@@ -248,6 +248,13 @@ MUTATIONS: list[Mutation] = [
     mut("D7", LEARNER, "impala_loss(log_pi_a, agent.dist.entropy(params)",
         "impala_loss(log_pi_a, agent.dist.entropy(params.detach())",
         "learner: the entropy bonus sends no gradient to the policy", LEARNER_TESTS),
+    # PPO loss terms
+    mut("O1", "rtrl_rl/algos/ppo_losses.py", "acc = deltas[t] + discounts[t] * lambda_ * acc",
+        "acc = deltas[t] + lambda_ * acc", "GAE: advantages flow back across episode ends",
+        "tests/algos/test_ppo_losses.py"),
+    mut("O2", "rtrl_rl/algos/ppo_losses.py", "surrogate = torch.minimum(",
+        "surrogate = torch.maximum(", "PPO: the surrogate takes the optimistic side of the clip",
+        "tests/algos/test_ppo_losses.py"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
 ]
