@@ -135,8 +135,9 @@ class DiagGaussian(PolicyDist):
 
     The mean stays inside finite bounds (a tanh of the head's output, scaled to them): an
     unbounded mean can drift past a bound, where every sample is clipped to the same
-    action and the policy gradient no longer moves it back. On Pendulum-v1 one seed of
-    three did that (mean +5.5 with bounds +-2, returns stuck at -1430) before this."""
+    action and the policy gradient no longer moves it back. On Pendulum-v1 an unbounded
+    mean did that in one seed of three (mean +5.5 with bounds +-2, returns stuck at
+    -1430)."""
 
     def __init__(self, low: tuple[float, ...], high: tuple[float, ...],
                  init_log_std: float = 0.0) -> None:
