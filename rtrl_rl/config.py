@@ -62,6 +62,7 @@ class ModelConfig:
     layers: int = 1
     forget_bias: float = 1.0  # elstm, lstm
     rtu_recurrence: str = "linear"  # rtu: linear (relu output) | nonlinear (relu inside)
+    rtu_readout: str = "relu"  # rtu: relu (that output to the heads) | gelu (the LRU's layer)
     r_min: float = 0.9  # rtu, lru: initial eigenvalue moduli, |lambda|^2 uniform on
     r_max: float = 0.999  #   [r_min^2, r_max^2] (the LRU's long-memory ring)
     max_phase: float = 6.283185307179586  # rtu, lru: initial phases uniform on (0, max_phase]
@@ -75,6 +76,7 @@ class ModelConfig:
         _choice(self.amp, "model.amp", ("none", "bf16"))
         _choice(self.core, "model.core", ("elstm", "rtu", "lru", "lstm", "none"))
         _choice(self.rtu_recurrence, "model.rtu_recurrence", ("linear", "nonlinear"))
+        _choice(self.rtu_readout, "model.rtu_readout", ("relu", "gelu"))
         _check(0.0 <= self.r_min < self.r_max <= 1.0, "model.r_min",
                f"need 0 <= r_min < r_max <= 1, got {self.r_min}, {self.r_max}")
         _check(self.max_phase > 0, "model.max_phase", f"must be > 0, got {self.max_phase}")

@@ -31,7 +31,8 @@ IGNORED = ("resume",)
 #: a checkpoint whose config lacks one resumes as if it had that value.
 ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.999,
          "model.max_phase": 6.283185307179586, "env.distractors": False,
-         "env.dense_reward": False, "env.wrappers": []}
+         "env.dense_reward": False, "env.wrappers": [],
+         "model.rtu_readout": "relu"}
 _TRUE = ("true", "1", "yes")
 
 

@@ -31,8 +31,8 @@ class Agent(nn.Module):
                    + cfg.prev_action * self.dist.feature_size)
         self.core: Core = make_core(
             cfg.core, in_size, cfg.hidden_size, cfg.layers, cfg.forget_bias,
-            recurrence=cfg.rtu_recurrence, r_min=cfg.r_min, r_max=cfg.r_max,
-            max_phase=cfg.max_phase)
+            recurrence=cfg.rtu_recurrence, rtu_readout=cfg.rtu_readout, r_min=cfg.r_min,
+            r_max=cfg.r_max, max_phase=cfg.max_phase)
         self.head = PolicyValueHead(self.core.output_size, self.dist.head_size)
         self.amp = getattr(cfg, "amp", "none")
         self.compile_stem = bool(getattr(cfg, "compile_stem", False))

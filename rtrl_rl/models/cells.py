@@ -309,12 +309,13 @@ CORES = ("elstm", "lstm", "none", "rtu", "lru")
 
 def make_core(
     kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0,
-    *, recurrence: str = "linear", r_min: float = 0.9, r_max: float = 0.999,
-    max_phase: float = 2 * math.pi,
+    *, recurrence: str = "linear", rtu_readout: str = "relu", r_min: float = 0.9,
+    r_max: float = 0.999, max_phase: float = 2 * math.pi,
 ) -> Core:
     """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``, ``rtu``
     or ``lru`` (``rtrl_rl.models.pair_cells``). ``forget_bias`` is for the eLSTM and LSTM;
-    ``recurrence`` (linear | nonlinear) for the RTU; ``r_min, r_max, max_phase`` set the
+    ``recurrence`` (linear | nonlinear) and ``rtu_readout`` (relu | gelu: the LRU's readout
+    layer) for the RTU; ``r_min, r_max, max_phase`` set the
     initial ring of eigenvalues of the RTU and LRU."""
     if kind not in CORES:
         raise unknown_name("core", kind, CORES)
@@ -325,7 +326,7 @@ def make_core(
 
         ring = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
         if kind == "rtu":
-            return RTU(input_size, hidden_size, layers, recurrence, **ring)
+            return RTU(input_size, hidden_size, layers, recurrence, rtu_readout, **ring)
         return LRU(input_size, hidden_size, layers, **ring)
     return {"elstm": ELSTM, "lstm": LSTM, "none": FeedForward}[kind](
         input_size, hidden_size, layers, forget_bias)

@@ -170,19 +170,29 @@ class PairLayer(nn.Module, ABC):
 
 class RTULayer(PairLayer):
     """Recurrent trace units: ``norm = sqrt(1 - r^2)``; ``recurrence`` linear (output
-    ``relu(c)``) or nonlinear (``c = relu(pre)``, output ``c``)."""
+    ``relu(c)``) or nonlinear (``c = relu(pre)``, output ``c``), ``[T, B, 2N]``. With
+    ``readout="gelu"`` that output goes through the LRU's readout layer instead,
+    ``gelu(W_y c + b_y)`` ``[T, B, N]`` (outside the recurrence, so autograd trains it)."""
 
     mats = ("W_c1", "W_c2")
 
     def __init__(self, input_size: int, hidden_size: int, recurrence: str = "linear",
-                 **ring: float) -> None:
+                 readout: str = "relu", **ring: float) -> None:
         if recurrence not in ("linear", "nonlinear"):
             raise ValueError(f"recurrence must be linear or nonlinear, not {recurrence!r}")
+        if readout not in ("relu", "gelu"):
+            raise ValueError(f"readout must be relu or gelu, not {readout!r}")
         super().__init__(input_size, hidden_size, **ring)
         self.nonlinear = recurrence == "nonlinear"
         self.output_size = 2 * hidden_size
         for name in self.mats:
             nn.init.normal_(getattr(self, name), std=1.0 / math.sqrt(input_size))
+        self.gelu_readout = readout == "gelu"
+        if self.gelu_readout:
+            self.W_y = nn.Parameter(torch.randn(hidden_size, 2 * hidden_size)
+                                    / math.sqrt(2 * hidden_size))
+            self.b_y = nn.Parameter(torch.zeros(hidden_size))
+            self.output_size = hidden_size
 
     def norm(self, r):
         return torch.sqrt(1.0 - r * r)
@@ -192,7 +202,8 @@ class RTULayer(PairLayer):
 
     def readout(self, c):
         t_len, b = c.shape[:2]
-        return (c if self.nonlinear else torch.relu(c)).reshape(t_len, b, -1)
+        out = (c if self.nonlinear else torch.relu(c)).reshape(t_len, b, -1)
+        return F.gelu(F.linear(out, self.W_y, self.b_y)) if self.gelu_readout else out
 
 
 class LRULayer(PairLayer):
@@ -243,10 +254,12 @@ class RTU(PairCore):
     name = "rtu"
 
     def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
-                 recurrence: str = "linear", **ring: float) -> None:
-        sizes = [input_size] + [2 * hidden_size] * layers
-        super().__init__([RTULayer(sizes[k], hidden_size, recurrence, **ring)
-                          for k in range(layers)])
+                 recurrence: str = "linear", readout: str = "relu", **ring: float) -> None:
+        stack, size = [], input_size
+        for _ in range(layers):
+            stack.append(RTULayer(size, hidden_size, recurrence, readout, **ring))
+            size = stack[-1].output_size
+        super().__init__(stack)
 
 
 class LRU(PairCore):

@@ -14,7 +14,8 @@ from tests.grad.elstm_reference import chunk_loss, param_grads, random_problem, 
 
 T_CHUNK, N_CHUNKS, B, I, N = 5, 4, 4, 3, 3
 CELLS = {"elstm": ("elstm", {}), "rtu": ("rtu", {}),
-         "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}), "lru": ("lru", {})}
+         "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}),
+         "rtu_gelu": ("rtu", {"rtu_readout": "gelu"}), "lru": ("lru", {})}
 GROUPS = [torch.tensor([2, 0]), torch.tensor([3, 1])]  # interleaved streams
 
 

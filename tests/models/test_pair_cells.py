@@ -12,7 +12,7 @@ from rtrl_rl.models.pair_cells import LRULayer, PairTerms, RTULayer
 
 T, B, I, N = 5, 3, 4, 6
 CELLS = {"rtu": ("rtu", {}), "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}),
-         "lru": ("lru", {})}
+         "rtu_gelu": ("rtu", {"rtu_readout": "gelu"}), "lru": ("lru", {})}
 
 
 def _layer(name: str, seed: int = 0):
@@ -65,7 +65,8 @@ def _complex_reference(layer, x, c0, first):
         if isinstance(layer, LRULayer):
             outs.append(F.gelu(pair @ layer.W_y.T + layer.b_y))
         else:
-            outs.append(pair if layer.nonlinear else pair.relu())
+            out = pair if layer.nonlinear else pair.relu()
+            outs.append(F.gelu(out @ layer.W_y.T + layer.b_y) if layer.gelu_readout else out)
     return torch.stack(outs), torch.view_as_real(c).reshape(B, 2 * N)
 
 
@@ -142,6 +143,12 @@ def test_make_core_defaults_and_bad_options():
         h, _ = core(torch.zeros(2, 1, I), core.initial_state(1), torch.ones(2, 1, dtype=bool))
         assert h.shape == (2, 1, core.output_size)
     assert make_core("rtu", I, N, layers=2).state_size == 4 * N
+    gelu = make_core("rtu", I, N, layers=2, rtu_readout="gelu")
+    assert gelu.output_size == N and gelu.layers[1].input_size == N
+    h, _ = gelu(torch.zeros(2, 1, I), gelu.initial_state(1), torch.ones(2, 1, dtype=bool))
+    assert h.shape == (2, 1, N)
+    with pytest.raises(ValueError, match="readout"):
+        make_core("rtu", I, N, rtu_readout="tanh")
     r = torch.exp(-RTULayer(I, 200, r_min=0.9, r_max=0.95).nu_log.exp())
     assert 0.9 <= r.min() and r.max() <= 0.95
     with pytest.raises(ValueError, match="recurrence"):
