@@ -62,7 +62,8 @@ class ModelConfig:
     layers: int = 1
     forget_bias: float = 1.0  # elstm, lstm
     rtu_recurrence: str = "linear"  # rtu: linear (relu output) | nonlinear (relu inside)
-    rtu_readout: str = "relu"  # rtu: relu (that output to the heads) | gelu (the LRU's layer)
+    rtu_readout: str = "relu"  # rtu: relu (that output to the heads) | gelu (the state c
+    #   through the LRU's readout layer, gelu(W_y c + b_y))
     r_min: float = 0.9  # rtu, lru: initial eigenvalue moduli, |lambda|^2 uniform on
     r_max: float = 0.999  #   [r_min^2, r_max^2] (the LRU's long-memory ring)
     max_phase: float = 6.283185307179586  # rtu, lru: initial phases uniform on (0, max_phase]

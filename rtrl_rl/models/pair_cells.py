@@ -171,7 +171,7 @@ class PairLayer(nn.Module, ABC):
 class RTULayer(PairLayer):
     """Recurrent trace units: ``norm = sqrt(1 - r^2)``; ``recurrence`` linear (output
     ``relu(c)``) or nonlinear (``c = relu(pre)``, output ``c``), ``[T, B, 2N]``. With
-    ``readout="gelu"`` that output goes through the LRU's readout layer instead,
+    ``readout="gelu"`` the state goes through the LRU's readout layer instead,
     ``gelu(W_y c + b_y)`` ``[T, B, N]`` (outside the recurrence, so autograd trains it)."""
 
     mats = ("W_c1", "W_c2")
@@ -202,8 +202,9 @@ class RTULayer(PairLayer):
 
     def readout(self, c):
         t_len, b = c.shape[:2]
-        out = (c if self.nonlinear else torch.relu(c)).reshape(t_len, b, -1)
-        return F.gelu(F.linear(out, self.W_y, self.b_y)) if self.gelu_readout else out
+        if self.gelu_readout:
+            return F.gelu(F.linear(c.reshape(t_len, b, -1), self.W_y, self.b_y))
+        return (c if self.nonlinear else torch.relu(c)).reshape(t_len, b, -1)
 
 
 class LRULayer(PairLayer):

@@ -64,9 +64,10 @@ def _complex_reference(layer, x, c0, first):
         pair = torch.view_as_real(c).reshape(B, 2 * N)  # unit n at 2n, 2n + 1
         if isinstance(layer, LRULayer):
             outs.append(F.gelu(pair @ layer.W_y.T + layer.b_y))
+        elif layer.gelu_readout:
+            outs.append(F.gelu(pair @ layer.W_y.T + layer.b_y))
         else:
-            out = pair if layer.nonlinear else pair.relu()
-            outs.append(F.gelu(out @ layer.W_y.T + layer.b_y) if layer.gelu_readout else out)
+            outs.append(pair if layer.nonlinear else pair.relu())
     return torch.stack(outs), torch.view_as_real(c).reshape(B, 2 * N)
 
 
