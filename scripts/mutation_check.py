@@ -212,8 +212,8 @@ MUTATIONS: list[Mutation] = [
         "acc, g_vec = acc[..., 0], g_vec[..., 0]",
         "RTRL pair blocks: the injection's gradient ignores each unit's second real",
         CELL_EXACT),
-    mut("P8", PAIR, "return F.gelu(F.linear(c.reshape(t_len, b, -1), self.W_y, self.b_y))",
-        "return F.gelu(c.reshape(t_len, b, -1))",
+    mut("P8", PAIR, "            return F.gelu(F.linear(c.reshape(t_len, b, -1), self.W_y, "
+        "self.b_y))", "            return F.gelu(c.reshape(t_len, b, -1))",
         "RTU with the GELU readout: the readout layer's weights skipped",
         "tests/models/test_pair_cells.py"),
     mut("P6", "rtrl_rl/envs/delayed_recall.py",
