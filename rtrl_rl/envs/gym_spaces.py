@@ -14,7 +14,6 @@ Gaussian, whose samples are clipped to the bounds here, when the env steps).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,20 +119,17 @@ def obs_codec(space, env_id: str) -> ObsCodec:
     from gymnasium import spaces
 
     leaves = _leaves(space, env_id)
-    image_shape = None
+    image_shape, transpose = None, None
     if isinstance(space, (spaces.Tuple, spaces.Dict)):
         images = [i for i, (_, s) in enumerate(leaves) if _image_layout(s) is not None]
         if len(images) == 1:
             leaves.insert(0, leaves.pop(images[0]))
-            image_shape = _image_layout(leaves[0][1])[1]
-    parts = []
+            transpose, image_shape = _image_layout(leaves[0][1])
+    parts, dim = [], 0
     for i, (path, leaf) in enumerate(leaves):
-        transpose = _image_layout(leaf)[0] if i == 0 and image_shape is not None else None
-        width, enc = _leaf_encoder(leaf, transpose)
+        width, enc = _leaf_encoder(leaf, transpose if i == 0 else None)
         parts.append((path, enc))
-        if i == 0 and image_shape is not None:
-            assert width == math.prod(image_shape)
-    dim = sum(_leaf_encoder(leaf)[0] for _, leaf in leaves)
+        dim += width
 
     def encode(obs) -> torch.Tensor:
         arrays = [enc(_get(obs, path)) for path, enc in parts]
