@@ -202,6 +202,18 @@ class RunnerConfig:
 
 
 @dataclass
+class DistConfig:
+    """Starting the job under torchrun from ``rtrl-train`` itself (a Slurm task per node)."""
+
+    nproc_per_node: int = 0  # > 0: run as this many ranks per node (0 = this process only)
+    rdzv_port: int = 29500  # multi-node rendezvous port on the first node of the allocation
+
+    def __post_init__(self) -> None:
+        _check(self.nproc_per_node >= 0, "distributed.nproc_per_node", "must be >= 0")
+        _check(0 < self.rdzv_port < 65536, "distributed.rdzv_port", "must be a TCP port")
+
+
+@dataclass
 class TrainConfig:
     env: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -209,6 +221,7 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    distributed: DistConfig = field(default_factory=DistConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     torch_threads: int = 0  # intra-op threads of the learner process (0 = torch's default)

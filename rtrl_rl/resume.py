@@ -32,7 +32,8 @@ IGNORED = ("resume",)
 ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.999,
          "model.max_phase": 6.283185307179586, "env.distractors": False,
          "env.dense_reward": False, "env.wrappers": [],
-         "model.rtu_readout": "relu"}
+         "model.rtu_readout": "relu", "distributed.nproc_per_node": 0,
+         "distributed.rdzv_port": 29500}
 _TRUE = ("true", "1", "yes")
 
 

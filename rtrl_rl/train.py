@@ -12,6 +12,7 @@ environment starts; for single runs this is checked before Hydra sets anything u
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import rtrl_rl.config  # noqa: F401  (registers the ${scan_*} resolvers the presets use)
 from rtrl_rl.checkpoint import CheckpointError
 from rtrl_rl.errors import ConfigError
+from rtrl_rl.runners.distributed import Ranks
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 log = logging.getLogger("rtrl_rl")
@@ -61,7 +63,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
     apply_sweep_wandb_group(cfg)  # a multirun's W&B runs share a group named after its dir
     try:
-        return train(validate(cfg))
+        typed = validate(cfg)
+        if typed.distributed.nproc_per_node and not Ranks.from_env().active:
+            return _as_torchrun(typed)
+        return train(typed)
     except ConfigError as e:
         _fail(str(e))
     except CheckpointError as e:  # the final save: the run's work is not on disk
@@ -70,8 +75,40 @@ def hydra_main(cfg: DictConfig) -> float:
     raise AssertionError("unreachable")
 
 
+def _as_torchrun(cfg) -> float:
+    """This job as ``distributed.nproc_per_node`` torchrun ranks (per Slurm node)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rtrl_rl.runners.launch import relaunch
+
+    d = cfg.distributed
+    log.info("starting %d rank(s) per node with torchrun", d.nproc_per_node)
+    code, ret = relaunch(d.nproc_per_node, d.rdzv_port, cfg.run_dir,
+                         list(HydraConfig.get().overrides.task), os.environ)
+    if code:
+        print(f"rtrl-train: error: torchrun exited with code {code}", file=sys.stderr)
+        raise SystemExit(code if 0 < code < 128 else 1)
+    return ret
+
+
+def _as_rank(args: list[str]) -> None:
+    """Under torchrun: one run dir (rank 0's, broadcast in ``train``) and one log.
+    Ranks other than 0 log warnings only, to the console."""
+    ranks = Ranks.from_env()
+    if not ranks.active:
+        return
+    if any(a in ("-m", "--multirun") for a in args):
+        _fail("-m/--multirun cannot run under torchrun: start one torchrun per job, or use "
+              "+sweep=slurm_multinode for multi-node jobs")
+    if ranks.rank > 0:
+        logging.getLogger("rtrl_rl").setLevel(logging.WARNING)
+        # Hydra writes nothing for these ranks: no output dir of its own, no log file
+        sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
 def main() -> None:
     args = sys.argv[1:]
+    _as_rank(args)
     multirun = any(a in ("-m", "--multirun") for a in args)
     if not multirun and not any(a.startswith("-") for a in args):
         precheck([a for a in args if not a.startswith("hydra.")])

@@ -19,6 +19,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from rtrl_rl.compare import main as compare_main
+from rtrl_rl.config import validate
 from rtrl_rl.sweep import apply_sweep_wandb_group, sweep_group_name
 from rtrl_rl.train import CONFIG_DIR
 
@@ -171,3 +172,15 @@ def test_memory_scan_preset_budgets(delay, frames, forget_bias):
     assert cfg.model.forget_bias == pytest.approx(forget_bias)
     params = cfg.hydra.sweeper.params
     assert params.method == "rtrl_t10,bptt_t10,bptt_t100" and params.seed == "0,1,2"
+
+
+def test_slurm_multinode_preset_runs_one_torchrun_task_per_node():
+    cfg = composed("+sweep=slurm_multinode")
+    launcher = cfg.hydra.launcher
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == "submitit_slurm"
+    assert launcher.nodes == 2 and launcher.tasks_per_node == 1
+    assert cfg.distributed.nproc_per_node == launcher.gpus_per_node == 8
+    assert launcher.timeout_min == composed("+sweep=slurm").hydra.launcher.timeout_min
+    job = OmegaConf.to_container(cfg)
+    job.pop("hydra")
+    assert validate({**job, "run_dir": "x"}).distributed.nproc_per_node == 8

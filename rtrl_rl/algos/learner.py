@@ -6,6 +6,8 @@ what ``loss.backward()`` sends to the recurrent parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -32,8 +34,13 @@ def read_metrics(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
 class Learner:
     """Owns the optimizer and LR schedule; ``update(rollout)`` returns scalar metrics."""
 
-    def __init__(self, agent: Agent, grad: TemporalGrad, cfg, total_updates: int) -> None:
+    def __init__(self, agent: Agent, grad: TemporalGrad, cfg, total_updates: int,
+                 combine_grads: Callable[[list[nn.Parameter]], None] | None = None) -> None:
+        """``combine_grads``: called on the parameters after ``backward`` and before the
+        norm clip, to merge gradients computed elsewhere (other ranks) into ``.grad``."""
         self.agent, self.grad, self.cfg = agent, grad, cfg
+        self.params = list(agent.parameters())
+        self.combine_grads = combine_grads
         self.optimizer = make_optimizer(agent.parameters(), cfg)
         total = max(1, total_updates)
         self._decay = (lambda k: max(0.0, 1.0 - k / total)) if cfg.lr_decay == "linear" else (
@@ -66,7 +73,9 @@ class Learner:
                                   cfg.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+        if self.combine_grads is not None:
+            self.combine_grads(self.params)
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.updates += 1

@@ -2,7 +2,9 @@
 checkpoint, until the frame budget is spent or a signal arrives.
 
 ``train(cfg)`` is shared by every runner and every gradient method; it returns the final
-``return_mean`` (the objective for sweeps).
+``return_mean`` (the objective for sweeps). Under ``torchrun`` each rank runs this loop with
+its own envs; ``rtrl_rl.runners.distributed`` combines their gradients, returns and
+checkpoints, and every collective there is a no-op for a single process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import random
 import signal
 import time
 from collections import deque
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from rtrl_rl.logging import RunLogger
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
 from rtrl_rl.run_dir import RunDirLock
+from rtrl_rl.runners.distributed import Collective, Ranks, rank_config
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEYS = ("agent", "learner", "grad", "runner", "counters", "rng", "wandb_id")
@@ -89,12 +94,29 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-def _resume_state(cfg: TrainConfig, config_dict: dict[str, Any]) -> tuple[Path | None, dict]:
+class _NoLogger:
+    """What ranks other than 0 log: nothing (rank 0 logs the aggregate)."""
+
+    wandb_id = None
+
+    def log(self, frames: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _resume_state(cfg: TrainConfig, config_dict: dict[str, Any],
+                  ranks: Ranks) -> tuple[Path | None, dict]:
     """The checkpoint to resume from and its state, checked against this run's config."""
     found = load_resume_checkpoint(cfg.resume, cfg.run_dir, CHECKPOINT_KEYS)
     if found is None:
         return None, {}
     path, ckpt = found
+    saved = int(ckpt.get("world_size", 1))
+    if saved != ranks.world_size:
+        raise ConfigError(f"resume: checkpoint {path} was written by {saved} rank(s), this "
+                          f"run has {ranks.world_size}; resume with the same world size")
     if "config" not in ckpt:
         log.warning("checkpoint %s records no config: cannot check this run's against it", path)
         return path, ckpt
@@ -104,48 +126,72 @@ def _resume_state(cfg: TrainConfig, config_dict: dict[str, Any]) -> tuple[Path |
 
 
 def train(cfg: TrainConfig) -> float:
-    """Run (or resume) one training job in ``cfg.run_dir``, which it holds locked."""
-    with RunDirLock(cfg.run_dir):
-        return _train(cfg)
+    """Run (or resume) one training job in ``cfg.run_dir``, which it (rank 0) holds locked."""
+    ranks = Ranks.from_env()
+    device = ranks.device(resolve_device(cfg.device))
+    coll = Collective(ranks, device)
+    try:
+        cfg = replace(cfg, run_dir=coll.broadcast(cfg.run_dir))  # one run dir for all ranks
+        with RunDirLock(cfg.run_dir) if ranks.is_main else nullcontext():
+            return _train(cfg, ranks, device, coll)
+    finally:
+        coll.close()
 
 
-def _train(cfg: TrainConfig) -> float:
-    device = resolve_device(cfg.device)
+def _rank_part(ckpt: dict, rank: int) -> dict:
+    """Rank ``rank``'s per-stream state in a checkpoint (rank 0's sits at the top level)."""
+    if rank == 0:
+        c = ckpt["counters"]
+        return {"grad": ckpt["grad"], "runner": ckpt["runner"], "rng": ckpt["rng"],
+                "returns": c["returns"], "lengths": c["lengths"]}
+    return ckpt["ranks"][rank - 1]
+
+
+def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collective) -> float:
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     config_dict = to_dict(cfg)
-    resume_from, ckpt = _resume_state(cfg, config_dict)
+    resume_from, ckpt = _resume_state(cfg, config_dict, ranks)
     seed_everything(cfg.seed)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-        sensitivity_pass.limit_threads(cfg.torch_threads)
+    threads = cfg.torch_threads or (torch.get_num_threads() if ranks.active else 0)
+    if threads:  # under torchrun OMP_NUM_THREADS (1 by default) sizes both pools
+        torch.set_num_threads(threads)
+        sensitivity_pass.limit_threads(threads)
 
-    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    mine = rank_config(cfg, ranks)  # this rank's streams and seed
+    env = make_env(cfg.env, mine.runner.num_envs, mine.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)
-    grad = make_grad(cfg.grad.name, agent.core, cfg.runner.num_envs)
+    coll.broadcast_module(agent)
+    if mine.seed != cfg.seed:
+        seed_everything(mine.seed)  # same initial weights, this rank's own action samples
+    grad = make_grad(cfg.grad.name, agent.core, mine.runner.num_envs)
     frames_per_step = int(getattr(env, "frames_per_step", 1))
     frames_per_update = cfg.runner.unroll * cfg.runner.streams_per_batch * frames_per_step
     # The LR schedule spans the frame budget; max_updates only stops the run earlier.
     schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
     total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
-    learner = Learner(agent, grad, cfg.algo, schedule_updates)
-    runner = make_runner(cfg, agent, device, env)
+    combine = ((lambda params: coll.combine_grads(params, cfg.algo.loss_reduction))
+               if coll.active else None)
+    learner = Learner(agent, grad, cfg.algo, schedule_updates, combine_grads=combine)
+    runner = make_runner(mine, agent, device, env)
 
     frames, wandb_id = 0, None
-    returns: deque[float] = deque(maxlen=max(100, 2 * cfg.runner.num_envs))
+    # each rank keeps its share of the window over which return_mean is taken
+    window = max(100, 2 * cfg.runner.num_envs)
+    returns: deque[float] = deque(maxlen=math.ceil(window / ranks.world_size))
     lengths: deque[int] = deque(maxlen=returns.maxlen)
     if ckpt:
         try:
+            part = _rank_part(ckpt, ranks.rank)
             load_module_state(agent, ckpt["agent"], what="agent")
             learner.load_state_dict(ckpt["learner"])
-            grad.load_state_dict(ckpt["grad"])
-            if not runner.load_state_dict(ckpt["runner"]):
+            grad.load_state_dict(part["grad"])
+            if not runner.load_state_dict(part["runner"]):
                 log.warning("this env cannot restore its state: episodes restart on resume")
-            counters = ckpt["counters"]
-            frames = int(counters["frames"])
-            returns.extend(counters["returns"])
-            lengths.extend(counters["lengths"])
-            restore_rng(ckpt["rng"])
+            frames = int(ckpt["counters"]["frames"])
+            returns.extend(part["returns"])
+            lengths.extend(part["lengths"])
+            restore_rng(part["rng"])
         except (CheckpointError, KeyError, ValueError, TypeError) as e:
             runner.close()
             raise ConfigError(f"resume: cannot apply checkpoint {resume_from}: {e}") from None
@@ -153,18 +199,37 @@ def _train(cfg: TrainConfig) -> float:
         log.info("resumed from %s at %d frames", resume_from, frames)
 
     log.info("grad=%s: %s", grad.name, grad.description)
+    if ranks.active:
+        log.info("rank %d of %d on %s: %d streams, env seed %d", ranks.rank,
+                 ranks.world_size, device, mine.runner.num_envs, mine.seed)
     log_every = max(1, total_updates // 200)
     logger = RunLogger(run_dir, cfg.logger, config_dict, cfg.runner.total_frames,
-                       start_frames=frames, wandb_id=wandb_id, run_name=cfg.name or None)
+                       start_frames=frames, wandb_id=wandb_id, run_name=cfg.name or None,
+                       ) if ranks.is_main else _NoLogger()
+
+    def all_returns() -> tuple[list[float], list[int]]:
+        """Every rank's recent episode returns and lengths (a collective)."""
+        parts = coll.gather((list(returns), list(lengths)))
+        return [r for p in parts for r in p[0]], [n for p in parts for n in p[1]]
 
     def checkpoint(final: bool) -> Path | None:
-        """Save; a failed periodic save warns and keeps the previous checkpoint."""
+        """Save (rank 0, with every rank's per-stream state); a failed periodic save warns
+        and keeps the previous checkpoint."""
+        parts = coll.gather({"grad": grad.state_dict(), "runner": runner.state_dict(),
+                             "rng": capture_rng(), "returns": list(returns),
+                             "lengths": list(lengths)})
+        if not ranks.is_main:
+            return None
+        own = parts[0]
         state = {
             "agent": agent.state_dict(), "learner": learner.state_dict(),
-            "grad": grad.state_dict(), "runner": runner.state_dict(),
-            "counters": {"frames": frames, "returns": list(returns), "lengths": list(lengths)},
-            "rng": capture_rng(), "wandb_id": logger.wandb_id, "config": config_dict,
+            "grad": own["grad"], "runner": own["runner"],
+            "counters": {"frames": frames, "returns": own["returns"],
+                         "lengths": own["lengths"]},
+            "rng": own["rng"], "wandb_id": logger.wandb_id, "config": config_dict,
         }
+        if ranks.active:
+            state.update(world_size=ranks.world_size, ranks=parts[1:])
         try:
             return save_checkpoint(ckpt_dir, state, learner.updates, keep=cfg.keep_checkpoints)
         except CheckpointError as e:
@@ -189,26 +254,32 @@ def _train(cfg: TrainConfig) -> float:
                     rollout = rollout.pin_memory()
                 metrics = learner.update(rollout.to(device, non_blocking=True))
                 runner.after_update()
-                frames += rollout.unroll * rollout.batch * frames_per_step
+                frames += rollout.unroll * rollout.batch * frames_per_step * ranks.world_size
                 if warm is None:
                     warm = (time.time(), frames)
                 if learner.updates % log_every == 0 or learner.updates == total_updates:
                     t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
                     elapsed = max(time.time() - t0, 1e-9)
-                    metrics = read_metrics(metrics)  # the one wait for the device
+                    # the one wait for the device; losses are averaged over ranks
+                    metrics = coll.mean_metrics(read_metrics(metrics))
+                    rets, lens = all_returns()
                     metrics.update({
-                        "return_mean": float(np.mean(returns)) if returns else float("nan"),
-                        "episode_length": float(np.mean(lengths)) if lengths else float("nan"),
-                        "episodes": len(returns),
+                        "return_mean": float(np.mean(rets)) if rets else float("nan"),
+                        "episode_length": float(np.mean(lens)) if lens else float("nan"),
+                        "episodes": len(rets),
                         "fps": (frames - f0) / elapsed,
                         "updates": learner.updates,
+                        "world_size": ranks.world_size,
                     })
                     metrics.update(getattr(runner, "metrics", lambda: {})())
                     logger.log(frames, metrics)
-                if stop.signum is not None:
-                    interrupted = stop.signum
+                # every rank stops, or saves, at the same update
+                signum, due = coll.max_values(
+                    stop.signum or 0, time.time() - last_ckpt > cfg.checkpoint_interval_s)
+                if signum:
+                    interrupted = int(signum)
                     break
-                if time.time() - last_ckpt > cfg.checkpoint_interval_s:
+                if due:
                     checkpoint(final=False)
                     last_ckpt = time.time()
             path = checkpoint(final=True)
@@ -217,6 +288,8 @@ def _train(cfg: TrainConfig) -> float:
         logger.close()
     if interrupted is not None:
         name = signal.Signals(interrupted).name
-        log.warning("%s: stopped at %d frames; checkpoint %s", name, frames, path)
+        if ranks.is_main:
+            log.warning("%s: stopped at %d frames; checkpoint %s", name, frames, path)
         raise SystemExit(128 + interrupted)
-    return float(np.mean(returns)) if returns else float("nan")
+    rets, _ = all_returns()
+    return float(np.mean(rets)) if rets else float("nan")
