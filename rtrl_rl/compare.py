@@ -3,6 +3,7 @@
     rtrl-compare multirun/2026-11-21/20-54-55            # a sweep dir: every run under it
     rtrl-compare runs/a runs/b runs/c --out compare/     # single run dirs
     rtrl-compare SWEEP --group-by grad.name --last-frac 0.2 --metric return_mean
+    rtrl-compare multirun/copy/2026-12-02/15-31-08       # rtrl-copy runs: seq_acc by default
 
 A run dir is any directory holding ``metrics.csv`` and ``config.yaml`` (found recursively,
 hidden dirs skipped). Runs are grouped by the dotted config keys whose values differ between
@@ -24,6 +25,7 @@ under automatic grouping, which then includes the env keys; it is an error when
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import sys
@@ -37,6 +39,9 @@ import numpy as np
 from rtrl_rl.sweep import FRAMES, Run, RunDirError, find_run_dirs, load_run
 
 PROG = "rtrl-compare"
+#: ``--metric`` by default: the first of these in the first run's metrics.csv (training runs
+#: log return_mean, rtrl-copy runs seq_acc); return_mean when it has none of them.
+DEFAULT_METRICS = ("return_mean", "seq_acc")
 IGNORED_KEYS = ("seed", "run_dir", "name", "resume", "checkpoint_interval_s", "keep_checkpoints")
 IGNORED_PREFIXES = ("logger.",)
 ENV_KEYS = ("env.family", "env.game", "env.id")
@@ -293,6 +298,16 @@ def default_out(runs: list[Run]) -> Path:
     return Path("compare") if common == Path(common.anchor) else common
 
 
+def default_metric(run_dirs: list[Path]) -> str:
+    """The first of ``DEFAULT_METRICS`` that the first run's metrics.csv header names."""
+    try:
+        with open(run_dirs[0] / "metrics.csv", newline="") as f:
+            header = next(csv.reader(f), [])
+    except OSError:
+        header = []
+    return next((m for m in DEFAULT_METRICS if m in header), DEFAULT_METRICS[0])
+
+
 def _warn(msg: str) -> None:
     print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
@@ -300,7 +315,8 @@ def _warn(msg: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0].split(": ", 1)[1])
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs or dirs of runs (sweeps)")
-    p.add_argument("--metric", default="return_mean", help="metrics.csv column (return_mean)")
+    p.add_argument("--metric", default=None,
+                   help="metrics.csv column (return_mean; seq_acc for rtrl-copy runs)")
     p.add_argument("--group-by", default=None, metavar="KEYS",
                    help="comma-separated config keys or prefixes (default: the keys that differ)")
     p.add_argument("--last-frac", type=float, default=0.1,
@@ -317,7 +333,9 @@ def compare(args: argparse.Namespace) -> Path:
     if args.reps < 1:
         raise CompareError(f"--reps must be >= 1, got {args.reps}")
     skipped: list[Path] = []
-    runs = [load_run(p, args.metric) for p in find_run_dirs(args.paths, skipped)]
+    run_dirs = find_run_dirs(args.paths, skipped)
+    args.metric = args.metric or default_metric(run_dirs)
+    runs = [load_run(p, args.metric) for p in run_dirs]
     for path in skipped:
         _warn(f"skipping {path}: it has config.yaml but no metrics.csv yet")
     explicit = args.group_by is not None

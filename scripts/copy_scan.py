@@ -1,47 +1,44 @@
 """Copy-task scan: where does each gradient method stop solving the copy task?
 
-For every pattern length ``L`` in ``--lengths`` and every method in ``--grads`` it trains one
-eLSTM (``rtrl_rl.diagnostics.copy_task``) with the same budget, the same chunk ``M`` (update
-every ``M`` steps) and the same seed, then evaluates on fresh patterns. Runs go one after
-another in this process (one CPU thread unless ``threads=`` says otherwise).
+A wrapper over the Hydra multirun preset ``configs/copy/experiment/scan.yaml``: for every
+pattern length ``L`` in ``--lengths`` and every method in ``--grads``, ``rtrl-copy -m
++experiment=scan ...`` trains one eLSTM with the same budget, the same chunk ``M`` (update
+every ``M`` steps) and the same seed into its own run dir under ``--sweep-dir``; the wrapper
+then reads each run's ``results.json`` and prints where each method fails.
 
     python scripts/copy_scan.py                                # the default scan
-    python scripts/copy_scan.py --lengths 5,10,20,50,100 --json copy_scan.json
+    python scripts/copy_scan.py --lengths 5,10,20,50 --json copy_scan.json
     python scripts/copy_scan.py --grads rtrl,bptt steps=40000 hidden_size=256
+    python scripts/copy_scan.py --from multirun/copy_scan/2026-12-02/10-00-00  # no training
 
 ``key=value`` arguments are copy-task options applied to every run (``grad`` and
-``pattern_length`` are set by the scan). A run counts as solved when its whole-sequence
-accuracy is >= ``--solved``; "fails at" is the smallest ``L`` that is not solved. Runs stop
-early once a periodic evaluation is solved (``stop_at``), so only failing runs use the whole
-budget. The default scan (12 runs, 15000 steps per stream each) takes about 3 minutes of
-wall time on one CPU thread.
+``pattern_length`` are set by the scan). Every run's config is checked before the first one
+starts. A run counts as solved when its whole-sequence accuracy is >= ``--solved``; "fails
+at" is the smallest ``L`` that is not solved. Runs stop early once a periodic evaluation is
+solved (``stop_at``), so only failing runs use the whole budget. The default scan (12 runs,
+15000 steps per stream each) takes about 3 minutes of wall time on one CPU thread.
+
+``--jobs N`` runs N ``rtrl-copy -m`` processes at once over disjoint parts of the grid (the
+lengths dealt round-robin, or one process per run when N exceeds the number of lengths),
+each part in ``<sweep dir>/part<i>``; with ``--jobs 1`` it is one multirun in the sweep dir.
+``rtrl-compare <sweep dir>`` reads the same run dirs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import multiprocessing
+import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rtrl_rl.diagnostics.copy_config import GRADS, CopyConfig, parse_overrides
-from rtrl_rl.diagnostics.copy_task import train
+from rtrl_rl.diagnostics.copy_config import GRADS, compose_many
 from rtrl_rl.errors import ConfigError
 
-#: Applied before the user's key=value options.
-SCAN_DEFAULTS = ["steps=15000", "hidden_size=128", "batch_size=32", "lr=3e-2",
-                 "eval_episodes=512", "quiet=true"]
-
-
-def auto_forget_bias(length: int) -> float:
-    """``ln(L + 1)``: initial forget gate ``f = (L+1)/(L+2)``, which maximizes a unit's
-    write-then-keep factor ``(1 - f) f^(L+1)`` over the copy gap of ``L + 1`` steps."""
-    return round(math.log(length + 1), 3)
+APP = [sys.executable, "-m", "rtrl_rl.diagnostics.copy_task", "-m"]
+AUTO_FORGET_BIAS = "forget_bias='${auto_forget_bias:${pattern_length}}'"  # ln(L + 1)
 
 
 def _ints(text: str) -> list[int]:
@@ -130,25 +127,42 @@ def plot_by_length(rows: list[dict[str, Any]], lengths: list[int], grads: list[s
     fig.savefig(path)
 
 
-def _run_one(cfg: CopyConfig) -> dict[str, Any]:
-    r = train(cfg, progress=None)
-    print(f"L={cfg.pattern_length:<4d} {cfg.grad:<9s} bit {r['bit_acc']:.3f} "
-          f"seq {r['seq_acc']:.3f} steps {r['steps']:>6d} {r['train_s']:.1f}s",
-          file=sys.stderr, flush=True)
-    return {k: v for k, v in r.items() if k != "history"}
+def parts(lengths: list[int], grads: list[str], jobs: int) -> list[tuple[list[int], list[str]]]:
+    """Disjoint (lengths, grads) sub-grids covering the scan, one per ``rtrl-copy -m``."""
+    n = min(jobs, len(lengths) * len(grads))
+    if n <= len(lengths):
+        return [(lengths[i::n], grads) for i in range(n)]
+    return [([length], [g]) for length in lengths for g in grads]
 
 
-def run_all(configs: list[CopyConfig], jobs: int) -> list[dict[str, Any]]:
-    """Train every config (``jobs`` worker processes, each on its configured threads); the
-    rows come back in the order of ``configs``."""
-    if jobs <= 1:
-        return [_run_one(cfg) for cfg in configs]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        return list(pool.map(_run_one, configs))
+def launch(commands: list[list[str]], jobs: int) -> None:
+    """Run the commands, at most ``jobs`` at once, their output on stderr; the first failure
+    stops the others and exits with its status."""
+    pending, running = list(commands), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            running.append(subprocess.Popen(pending.pop(0), stdout=sys.stderr))
+        time.sleep(0.1)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            if proc.returncode != 0:
+                for other in running:
+                    other.terminate()
+                    other.wait()
+                raise SystemExit(proc.returncode)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def read_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every run's ``results.json`` under ``sweep_dir`` (hidden dirs skipped), no history."""
+    rows = []
+    for path in sorted(sweep_dir.rglob("results.json")):
+        if not any(part.startswith(".") for part in path.relative_to(sweep_dir).parts):
+            result = json.loads(path.read_text())
+            rows.append({k: v for k, v in result.items() if k != "history"})
+    return rows
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=_ints, default=[5, 10, 20, 50])
@@ -162,35 +176,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--plot", type=Path, default=None,
                    help="also write a PNG of accuracy against pattern length here")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs in parallel, one process each (default 1; each uses threads=1)")
+                   help="rtrl-copy processes at once (default 1; each run uses threads=1)")
+    p.add_argument("--sweep-dir", type=Path, default=None,
+                   help="where the run dirs go (default multirun/copy_scan/<date>/<time>)")
+    p.add_argument("--from", dest="from_dir", type=Path, default=None,
+                   help="no training: report the scan whose run dirs are under this dir")
     p.add_argument("overrides", nargs="*", help="copy-task key=value options for every run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = _parser()
     args = p.parse_args(argv)
-    if args.forget_bias != "auto":
-        args.overrides.insert(0, f"forget_bias={args.forget_bias}")
-    base = SCAN_DEFAULTS + [f"chunk={args.chunk}"] + args.overrides
-
-    def options(g: str, length: int) -> list[str]:
-        fb = [] if args.forget_bias != "auto" else [f"forget_bias={auto_forget_bias(length)}"]
-        return fb + base + [f"grad={g}", f"pattern_length={length}"]
-
+    fb = AUTO_FORGET_BIAS if args.forget_bias == "auto" else f"forget_bias={args.forget_bias}"
+    base = ["+experiment=scan", f"chunk={args.chunk}", fb] + args.overrides
     if args.jobs < 1:
         p.exit(2, f"copy_scan: error: --jobs must be >= 1, got {args.jobs}\n")
-    try:  # every run's options are checked before the first one starts
-        configs = [parse_overrides(options(g, length))
-                   for length in args.lengths for g in args.grads]
-    except ConfigError as e:
-        p.exit(2, f"copy_scan: error: {e}\n")
     start = time.perf_counter()
-    rows = run_all(configs, args.jobs)
+    if args.from_dir is None:
+        cells = [[*base, f"grad={g}", f"pattern_length={length}"]
+                 for length in args.lengths for g in args.grads]
+        try:  # every run's options are checked before the first one starts
+            compose_many(cells)
+        except ConfigError as e:
+            p.exit(2, f"copy_scan: error: {e}\n")
+        sweep_dir = args.sweep_dir or Path("multirun/copy_scan") / time.strftime(
+            "%Y-%m-%d/%H-%M-%S")
+        grid = parts(args.lengths, args.grads, args.jobs)
+        launch([[*APP, *base, "pattern_length=" + ",".join(map(str, lengths)),
+                 "grad=" + ",".join(grads),
+                 f"hydra.sweep.dir={sweep_dir / f'part{i}' if len(grid) > 1 else sweep_dir}"]
+                for i, (lengths, grads) in enumerate(grid)], args.jobs)
+    else:
+        sweep_dir = args.from_dir
+    runs = read_runs(sweep_dir)
+    if args.from_dir is not None and runs:
+        args.chunk = runs[0]["config"]["chunk"]
+        args.lengths = sorted({r["pattern_length"] for r in runs})
+        args.grads = [g for g in GRADS if any(r["grad"] == g for r in runs)]
+    order = {(length, g): i for i, (length, g) in enumerate(
+        (length, g) for length in args.lengths for g in args.grads)}
+    rows = sorted((r for r in runs if (r["pattern_length"], r["grad"]) in order),
+                  key=lambda r: order[(r["pattern_length"], r["grad"])])
+    missing = sorted(set(order) - {(r["pattern_length"], r["grad"]) for r in rows})
+    if missing:
+        p.exit(2, f"copy_scan: error: no results.json under {sweep_dir} for (L, grad) in "
+                  f"{missing}\n")
     wall = time.perf_counter() - start
-    text = table(rows, args.lengths, args.grads, args.solved)
-    print(text)
-    fb = " forget_bias=ln(L+1)" if args.forget_bias == "auto" else ""
-    print(f"wall time {wall:.0f}s; options: {' '.join(base)}{fb}")
+    print(table(rows, args.lengths, args.grads, args.solved))
+    print(f"wall time {wall:.0f}s; run dirs under {sweep_dir}; options: {' '.join(base)}")
     result = {
         "lengths": args.lengths, "grads": args.grads, "chunk": args.chunk,
         "solved_bar": args.solved, "overrides": base, "forget_bias": args.forget_bias,
-        "wall_s": round(wall, 1),
+        "sweep_dir": str(sweep_dir), "wall_s": round(wall, 1),
         "fails_at_seq": {g: fails_at(rows, g, "seq_acc", args.solved) for g in args.grads},
         "fails_at_bit": {g: fails_at(rows, g, "bit_acc", args.solved) for g in args.grads},
         "runs": rows,

@@ -1,24 +1,47 @@
-"""Options of the copy-task diagnostic and their ``key=value`` command-line parser.
+"""Options of the copy-task diagnostic: the ``CopyConfig`` dataclass and its validation.
 
-    python -m rtrl_rl.diagnostics.copy_task grad=rtrl pattern_length=50 chunk=10
-    rtrl-copy grad=bptt pattern_length=20 hidden_size=256 --json out.json
+``configs/copy/config.yaml`` holds every field of ``CopyConfig`` with its default; the
+``rtrl-copy`` Hydra app (``rtrl_rl.diagnostics.copy_app``) composes that tree with the
+command line, and ``validate`` types the result against ``CopyConfig``:
 
-Every option is a field of ``CopyConfig``; a mistake (unknown key, unparsable value, value
-out of range) raises ``ConfigError`` whose message is one line naming the key. No Hydra: the
-diagnostic has a flat option set and starts in well under a second.
+    rtrl-copy grad=rtrl pattern_length=50 chunk=10
+    rtrl-copy -m grad=rtrl,bptt seed=0,1 steps=2000
+
+A mistake (unknown key, unparsable value, value out of range) is a ``ConfigError`` whose
+message is one line naming the key. ``compose(overrides)`` is the same composition through
+Hydra's compose API, for checks before a run starts and for scripts and tests.
 """
 
 from __future__ import annotations
 
-import difflib
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rtrl_rl.errors import ConfigError, unknown_name
 
 GRADS = ("rtrl", "bptt", "one_step")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 DEVICES = ("cpu", "cuda")
+#: Result keys a run can return as its objective (what ``+sweep=optuna`` maximizes).
+OBJECTIVES = ("seq_acc", "bit_acc", "seq_acc_at_L", "bit_acc_at_L", "solved_up_to")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs" / "copy")
+
+
+def auto_forget_bias(length: int) -> float:
+    """``ln(L + 1)``: initial forget gate ``f = (L+1)/(L+2)``, which maximizes a unit's
+    write-then-keep factor ``(1 - f) f^(L+1)`` over the copy gap of ``L + 1`` steps.
+    Also the resolver ``${auto_forget_bias:${pattern_length}}``."""
+    return round(math.log(int(length) + 1), 3)
+
+
+if not OmegaConf.has_resolver("auto_forget_bias"):
+    OmegaConf.register_new_resolver("auto_forget_bias", auto_forget_bias)
 
 
 @dataclass
@@ -48,11 +71,15 @@ class CopyConfig:
     threads: int = 1  # torch.set_num_threads; 0 = leave torch's default
     device: str = "cpu"
     quiet: bool = False  # no progress lines
+    objective: str = "seq_acc"  # the final result the run returns (Optuna maximizes it)
+    run_dir: str = ""  # where config.yaml, metrics.csv, results.json go ("" = nowhere)
+    json: str = ""  # also write the full result to this file ("" = no)
 
     def __post_init__(self) -> None:
         _choice(self.grad, "grad", GRADS)
         _choice(self.optimizer, "optimizer", OPTIMIZERS)
         _choice(self.device, "device", DEVICES)
+        _choice(self.objective, "objective", OBJECTIVES)
         for key in ("pattern_length", "hidden_size", "layers", "chunk", "batch_size",
                     "eval_episodes"):
             _check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
@@ -65,6 +92,9 @@ class CopyConfig:
         _check(self.clip >= 0, "clip", f"must be >= 0 (0 = off), got {self.clip}")
         _check(0 <= self.stop_at <= 1, "stop_at", f"must be in [0, 1], got {self.stop_at}")
         _check(self.total_steps >= 1, "episodes", "the budget is empty (episodes=0, steps=0)")
+        _check(not self.objective.endswith("_at_L") or 0 < self.min_length < self.pattern_length,
+               "objective", f"{self.objective} needs 0 < min_length < pattern_length "
+               "(varying lengths)")
 
     @property
     def shortest(self) -> int:
@@ -86,6 +116,9 @@ class CopyConfig:
         return asdict(self)
 
 
+FIELDS = tuple(f.name for f in fields(CopyConfig))
+
+
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
@@ -96,57 +129,87 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: {unknown_name(key, value, choices)}")
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+def one_line(err: Exception) -> str:
+    """A Hydra or OmegaConf error as one line: the key, then the message's own lines."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Config search path", "provider=",
+                                                      "full_key:", "object_type="))]
+    msg = " ".join(lines[:6]) or type(err).__name__
+    key = getattr(err, "full_key", None)
+    return f"{key}: {msg}" if key and key not in msg else msg
 
 
-def _convert(key: str, kind: type, text: str) -> Any:
-    """Parse ``text`` as the type of field ``key``; one-line ``ConfigError`` if it is not."""
-    if kind is bool:
-        low = text.lower()
-        if low in _TRUE or low in _FALSE:
-            return low in _TRUE
-        raise ConfigError(f"{key}: expected a boolean (true/false), got '{text}'")
+def validate(cfg: DictConfig | Mapping[str, Any]) -> CopyConfig:
+    """A composed config (its ``hydra`` node ignored) as a checked ``CopyConfig``; one-line
+    ``ConfigError`` for an unknown key, a value of the wrong type or out of range."""
+    raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    if "hydra" in raw:  # composed with return_hydra_config: its ${hydra.job...} stay unresolved
+        raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"])
     try:
-        return kind(text)
-    except ValueError:
-        raise ConfigError(f"{key}: expected {kind.__name__}, got '{text}'") from None
+        container = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from None
+    assert isinstance(container, dict)
+    for key in container:
+        if key not in FIELDS:
+            raise unknown_name("key", str(key), FIELDS)
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(CopyConfig), container))
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from None
+    assert isinstance(typed, CopyConfig)
+    return typed
 
 
-def config_types() -> dict[str, type]:
-    """Field name -> its Python type (``str``, ``int``, ``float`` or ``bool``)."""
-    named = {"str": str, "int": int, "float": float, "bool": bool}
-    return {f.name: (named[f.type] if isinstance(f.type, str) else f.type)
-            for f in fields(CopyConfig)}
+def config_groups() -> tuple[str, ...]:
+    """The config groups of ``configs/copy`` (``hydra``, ``sweep``, ``experiment``)."""
+    return tuple(sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()))
 
 
-def parse_overrides(items: list[str], base: dict[str, Any] | None = None) -> CopyConfig:
-    """``["key=value", ...]`` (applied over ``base``) -> a validated ``CopyConfig``."""
-    types = config_types()
-    values: dict[str, Any] = dict(base or {})
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().lstrip("+")
-        if not sep or not key:
+def check_override_keys(overrides: Sequence[str]) -> None:
+    """Each override parses and sets a ``CopyConfig`` field or a config group; the error for
+    a misspelt key names the closest fields (Hydra's own only says it is not in the config)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    for item in overrides:
+        if "=" not in item and not item.startswith("~"):
             raise ConfigError(f"expected key=value, got '{item}'")
-        if key not in types:
-            close = difflib.get_close_matches(key, list(types), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else "see --help for the keys"
-            raise ConfigError(f"unknown key '{key}'; {hint}")
-        values[key] = _convert(key, types[key], text.strip())
-    return CopyConfig(**values)
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ConfigError(one_line(e)) from None
+    groups = config_groups()
+    for override in parsed:
+        key = override.key_or_group
+        if key.split("/")[0].split(".")[0] in groups:
+            continue
+        if key not in FIELDS:
+            raise unknown_name("key", key, FIELDS)
 
 
-def usage(prog: str = "rtrl-copy") -> str:
-    """The ``--help`` text: every key with its default."""
-    lines = [
-        f"usage: {prog} [key=value ...] [--json PATH]",
-        "",
-        "Supervised copy task with an eLSTM + linear readout, trained online on back-to-back",
-        "episodes (state and RTRL sensitivities carried across chunks, reset at episode",
-        "starts). Progress goes to stderr; the final result is one JSON line on stdout.",
-        "",
-        "keys (default):",
-    ]
-    for f in fields(CopyConfig):
-        lines.append(f"  {f.name}={getattr(CopyConfig, f.name)}")
-    return "\n".join(lines)
+def compose_many(jobs: Sequence[Sequence[str]]) -> list[CopyConfig]:
+    """The checked config of each single run with these command-line overrides, composed by
+    Hydra's compose API from ``configs/copy`` (``run_dir`` stays "" unless given)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    out = []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for overrides in jobs:
+            check_override_keys(overrides)
+            try:
+                cfg = hydra_compose("config", overrides=list(overrides))
+            except (HydraException, OmegaConfBaseException) as e:
+                raise ConfigError(one_line(e)) from None
+            if OmegaConf.is_interpolation(cfg, "run_dir"):  # ${hydra:...}: inside a run only
+                OmegaConf.set_struct(cfg, False)
+                cfg.run_dir = ""
+            out.append(validate(cfg))
+    return out
+
+
+def compose(overrides: Sequence[str] = ()) -> CopyConfig:
+    """``compose_many`` for one run."""
+    return compose_many([overrides])[0]

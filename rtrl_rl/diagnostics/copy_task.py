@@ -24,25 +24,24 @@ slow counting unit, which even ``one_step`` learns when the forget bias is high 
 only order-aware memory goes beyond it.
 
     python -m rtrl_rl.diagnostics.copy_task grad=rtrl pattern_length=50 chunk=10
-    rtrl-copy grad=bptt pattern_length=20 min_length=1 --json bptt.json
+    rtrl-copy grad=bptt pattern_length=20 min_length=1 json=bptt.json
+
+The command line is a Hydra app (``copy_app``); this module is the model and the training.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rtrl_rl.diagnostics.copy_config import CopyConfig, parse_overrides, usage
+from rtrl_rl.diagnostics.copy_config import CopyConfig
 from rtrl_rl.envs.copy_task import CopyBatch, CopyTaskStream, copy_task_batch, copy_task_in_dim
-from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import TemporalGrad, make_grad
 from rtrl_rl.models.cells import Core, make_core
 
@@ -199,7 +198,7 @@ class CopyTrainer:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def _print_progress(row: dict[str, Any]) -> None:
+def print_progress(row: dict[str, Any]) -> None:
     print(
         f"[copy {row['grad']} L={row['pattern_length']}] step {row['step']:>8d} "
         f"ep {row['episodes']:>7.1f}  loss {row['loss']:.4f}  train bit {row['train_bit_acc']:.3f}"
@@ -211,8 +210,15 @@ def _print_progress(row: dict[str, Any]) -> None:
     )
 
 
-def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dict[str, Any]:
+def train(
+    cfg: CopyConfig, progress: ProgressFn | None = print_progress,
+    on_eval: ProgressFn | None = None,
+) -> dict[str, Any]:
     """Train for ``cfg.total_steps`` env steps per stream (or until ``stop_at``), evaluate.
+
+    ``progress`` (not called when ``cfg.quiet``) and ``on_eval`` (always) get each periodic
+    evaluation's row: ``step`` (env steps per stream), ``episodes``, ``loss``,
+    ``train_bit_acc``, the ``evaluate`` accuracies and ``elapsed_s``.
 
     Returns a JSON-ready dict: the config, ``bit_acc``/``seq_acc`` on fresh patterns
     (``cfg.eval_episodes`` of them, a seed never used in training or for early stopping),
@@ -252,6 +258,8 @@ def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dic
             history.append(row)
             if progress is not None:
                 progress(row)
+            if on_eval is not None:
+                on_eval(row)
             if cfg.stop_at > 0 and acc["seq_acc"] >= cfg.stop_at:
                 solved_at = trainer.steps
                 break
@@ -277,45 +285,11 @@ def train(cfg: CopyConfig, progress: ProgressFn | None = _print_progress) -> dic
     }
 
 
-def _fail(msg: str) -> None:
-    print(f"rtrl-copy: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI body: ``key=value`` overrides, ``--json PATH`` to also write the result; exit 2
-    with one line on a bad option. The last stdout line is the result as JSON (without
-    history); the full result is returned."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(usage())
-        raise SystemExit(0)
-    json_path = None
-    if "--json" in args:
-        i = args.index("--json")
-        if i + 1 >= len(args):
-            _fail("--json needs a path")
-        json_path = args[i + 1]
-        del args[i : i + 2]
-    stray = [a for a in args if a.startswith("-")]
-    if stray:
-        _fail(f"unknown flag '{stray[0]}'; options are key=value (see --help)")
-    try:
-        cfg = parse_overrides(args)
-    except ConfigError as e:
-        _fail(str(e))
-        raise
-    result = train(cfg)
-    summary = {k: v for k, v in result.items() if k not in ("history", "config")}
-    print(json.dumps(summary), flush=True)
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
 def main() -> None:
-    """Console-script entry (``rtrl-copy``)."""
-    run()
+    """Console-script entry (``rtrl-copy``): the Hydra app in ``copy_app``."""
+    from rtrl_rl.diagnostics.copy_app import main as app_main
+
+    app_main()
 
 
 if __name__ == "__main__":

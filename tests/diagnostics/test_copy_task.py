@@ -1,4 +1,6 @@
-"""Copy-task diagnostic: it learns, it trains online across chunks, bad options fail cleanly."""
+"""Copy-task diagnostic: it learns, it trains online across chunks, bad options fail cleanly.
+
+The Hydra app itself (run dirs, multiruns, presets, rtrl-compare) is in test_copy_app.py."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtrl_rl.diagnostics.copy_config import CopyConfig, parse_overrides
-from rtrl_rl.diagnostics.copy_task import CopyTrainer, run, solved_up_to, train
+from rtrl_rl.diagnostics.copy_app import main
+from rtrl_rl.diagnostics.copy_config import CopyConfig, compose
+from rtrl_rl.diagnostics.copy_task import CopyTrainer, solved_up_to, train
 from rtrl_rl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,10 +127,14 @@ def test_training_is_online_state_and_sensitivities_cross_chunks():
     ("hidden_size", "hidden_size"),
     ("min_length=11", "min_length"),
     ("--bogus", "--bogus"),
+    ("objective=seq_acc_at_L", "min_length"),
+    ("+sweep=optuna chunk=0", "chunk"),
+    ("-m grad=rtrl,bptt pattern_length=2,9 min_length=5", "min_length"),  # every job checked
+    ("-m +experiment=scan min_length=7", "min_length"),
 ])
 def test_bad_cli_value_is_one_line(arg, needle, capsys):
     with pytest.raises(SystemExit) as exc:
-        run([arg])
+        main(arg.split())
     assert exc.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and needle in err[0], err
@@ -140,7 +147,8 @@ def test_cli_subprocess_error_and_json(tmp_path):
     assert bad.stderr.strip().count("\n") == 0 and "chunk" in bad.stderr
     path = tmp_path / "out.json"
     ok = subprocess.run([sys.executable, "-m", "rtrl_rl.diagnostics.copy_task",
-                         "pattern_length=3", "steps=40", "eval_episodes=16", "--json", str(path)],
+                         "pattern_length=3", "steps=40", "eval_episodes=16", "--json", str(path),
+                         f"hydra.run.dir={tmp_path / 'run'}"],
                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
     line = json.loads(ok.stdout.strip().splitlines()[-1])
@@ -149,13 +157,18 @@ def test_cli_subprocess_error_and_json(tmp_path):
     assert saved["config"]["pattern_length"] == 3 and saved["history"]
 
 
-def test_parse_overrides_types():
-    cfg = parse_overrides(["grad=bptt", "lr=1e-3", "stagger=false", "pattern_length=7"])
+def test_compose_types():
+    cfg = compose(["grad=bptt", "lr=1e-3", "stagger=false", "pattern_length=7"])
     assert (cfg.grad, cfg.lr, cfg.stagger, cfg.episode_len) == ("bptt", 1e-3, False, 15)
     assert cfg.total_steps == cfg.episodes * 15
-    assert parse_overrides(["steps=99"]).total_steps == 99
+    assert compose(["steps=99"]).total_steps == 99
+    assert compose([]) == CopyConfig()  # configs/copy/config.yaml = the dataclass defaults
     with pytest.raises(ConfigError, match="episodes"):
-        parse_overrides(["episodes=0"])
+        compose(["episodes=0"])
+    with pytest.raises(ConfigError, match="did you mean pattern_length"):
+        compose(["+patern_length=3"])
+    fb = compose(["pattern_length=20", "forget_bias='${auto_forget_bias:${pattern_length}}'"])
+    assert fb.forget_bias == round(math.log(21), 3)
 
 
 def test_variable_lengths_report_accuracy_at_the_longest():
@@ -186,8 +199,8 @@ def test_scan_script_smoke(tmp_path, jobs):
     path, png = tmp_path / "scan.json", tmp_path / "by_length.png"
     out = subprocess.run([sys.executable, "scripts/copy_scan.py", "--lengths", "2,3",
                           "--grads", "rtrl,bptt", "--chunk", "4", "--json", str(path),
-                          "--plot", str(png), "--jobs", jobs, "steps=30", "eval_episodes=16",
-                          "hidden_size=8"],
+                          "--plot", str(png), "--jobs", jobs, "--sweep-dir", str(tmp_path / "sw"),
+                          "steps=30", "eval_episodes=16", "hidden_size=8"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "fails at" in out.stdout and "solved up to" in out.stdout
@@ -196,6 +209,16 @@ def test_scan_script_smoke(tmp_path, jobs):
     assert len(saved["runs"]) == 4 and set(saved["fails_at_seq"]) == {"rtrl", "bptt"}
     assert [(r["pattern_length"], r["grad"]) for r in saved["runs"]] == [
         (2, "rtrl"), (2, "bptt"), (3, "rtrl"), (3, "bptt")]
+    assert all(r["config"]["chunk"] == 4 and r["config"]["hidden_size"] == 8
+               for r in saved["runs"])
+    assert len(list((tmp_path / "sw").rglob("metrics.csv"))) == 4  # one run dir per run
+    if jobs == "1":
+        return
+    again = subprocess.run([sys.executable, "scripts/copy_scan.py", "--from",
+                            str(tmp_path / "sw")], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["fails_at_seq"] == saved["fails_at_seq"]
 
 
 def test_scan_script_rejects_a_bad_run_before_any_starts():
