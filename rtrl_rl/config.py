@@ -99,8 +99,9 @@ class GradConfig:
 
 @dataclass
 class AlgoConfig:
-    """IMPALA / V-trace actor-critic; defaults are the reference (R2AC) settings."""
+    """The learner: IMPALA / V-trace (defaults: the reference R2AC settings) or PPO."""
 
+    name: str = "impala"  # impala | ppo
     optimizer: str = "rmsprop"  # rmsprop | adam
     lr: float = 6e-4
     lr_decay: str = "linear"  # linear (to 0 at runner.total_frames) | none
@@ -118,8 +119,21 @@ class AlgoConfig:
     vtrace_lambda: float = 1.0
     # torchbeast (and the reference agent) sums losses over [T, B]; eps and clip assume it.
     loss_reduction: str = "sum"  # sum | mean
+    # PPO only: epochs over each rollout, each in minibatches of whole streams
+    epochs: int = 4
+    minibatches: int = 4  # the rollout's streams split into this many minibatches
+    clip_eps: float = 0.2  # surrogate clipping range
+    value_clip_eps: float = 0.2  # value clipping range; 0 = no value clipping
+    gae_lambda: float = 0.95
+    normalize_advantages: bool = True  # per minibatch
 
     def __post_init__(self) -> None:
+        _choice(self.name, "algo.name", ("impala", "ppo"))
+        _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+        _check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
+        _check(self.clip_eps > 0, "algo.clip_eps", "must be > 0")
+        _check(self.value_clip_eps >= 0, "algo.value_clip_eps", "must be >= 0 (0: off)")
+        _check(0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda", "must be in [0, 1]")
         _choice(self.loss_reduction, "algo.loss_reduction", ("sum", "mean"))
         _choice(self.optimizer, "algo.optimizer", ("rmsprop", "adam"))
         _choice(self.lr_decay, "algo.lr_decay", ("linear", "none"))
@@ -241,6 +255,10 @@ class TrainConfig:
         d = self.device
         _check(d in ("auto", "cpu") or d.startswith("cuda"), "device",
                f"expected auto, cpu or cuda[:N], got '{d}'")
+        if self.algo.name == "ppo":
+            b, m = self.runner.streams_per_batch, self.algo.minibatches
+            _check(b % m == 0, "algo.minibatches",
+                   f"({m}) must divide the {b} streams of a learner batch")
         if self.runner.inference == "auto":
             import torch
 

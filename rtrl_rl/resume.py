@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: Dotted keys (or ``prefix.`` for a whole group) that a resumed run must keep.
 MUST_MATCH = ("env.", "model.", "grad.name", "runner.num_envs", "runner.unroll",
-              "algo.optimizer", "seed")
+              "algo.optimizer", "algo.name", "seed")
 #: Execution options inside those groups, free to change on resume.
 MAY_CHANGE = ("model.amp", "model.compile_stem")
 IGNORED = ("resume",)
@@ -32,7 +32,10 @@ IGNORED = ("resume",)
 ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.999,
          "model.max_phase": 6.283185307179586, "env.distractors": False,
          "env.dense_reward": False, "env.wrappers": [],
-         "model.rtu_readout": "relu", "distributed.nproc_per_node": 0,
+         "model.rtu_readout": "relu", "distributed.nproc_per_node": 0, "algo.name": "impala",
+         "algo.epochs": 4, "algo.minibatches": 4, "algo.clip_eps": 0.2,
+         "algo.value_clip_eps": 0.2, "algo.gae_lambda": 0.95,
+         "algo.normalize_advantages": True,
          "distributed.rdzv_port": 29500}
 _TRUE = ("true", "1", "yes")
 

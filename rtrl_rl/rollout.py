@@ -45,6 +45,17 @@ class Rollout:
             for f in fields(self)
         })
 
+    def select(self, idx: torch.Tensor) -> Rollout:
+        """The streams ``idx`` (positions along the batch axis), with their stream ids."""
+        host = idx.cpu()
+        return Rollout(**{
+            f.name: getattr(self, f.name)[host] if f.name == "stream_ids"
+            else getattr(self, f.name)[idx.to(getattr(self, f.name).device)]
+            if f.name in ("core_state", "policy_version")
+            else getattr(self, f.name)[:, idx.to(getattr(self, f.name).device)]
+            for f in fields(self)
+        })
+
     def pin_memory(self) -> Rollout:
         """A copy in page-locked memory (CUDA machines only)."""
         return Rollout(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})

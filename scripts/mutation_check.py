@@ -81,6 +81,13 @@ FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
 DIST, SPACES = "rtrl_rl/models/policy_dist.py", "rtrl_rl/envs/gym_spaces.py"
 PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_cells.py"
 
+PPO_TESTS = "tests/algos/test_ppo.py"
+RANKS_TESTS = "tests/runners/test_distributed.py"
+DIST_EQUAL = (f"{RANKS_TESTS}::"
+              "test_two_ranks_step_like_one_process_over_the_union_of_their_streams")
+DIST_RESUME = f"{RANKS_TESTS}::test_two_rank_resume_is_bit_for_bit_and_needs_the_same_world_size"
+DIST_SEEDS = f"{RANKS_TESTS}::test_rank_seeds_differ_and_rank_zero_keeps_the_run_seed"
+
 MUTATIONS: list[Mutation] = [
     mut("M01", LEARNER, "log_rhos = log_pi_a - agent.dist.log_prob(rollout.logits[:-1], actions)",
         "log_rhos = agent.dist.log_prob(rollout.logits[:-1], actions) - log_pi_a",
@@ -93,8 +100,8 @@ MUTATIONS: list[Mutation] = [
     mut("M04", AGENT, "parts.append((self.clip_reward(reward.to(feats.dtype)) * keep)",
         "parts.append((self.clip_reward(reward.to(feats.dtype)))",
         "previous reward not zeroed at an episode start", "tests/models/test_agent.py"),
-    mut("M05", LEARNER, "clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)",
-        'clip_grad_norm_(agent.parameters(), float("inf"))',
+    mut("M05", LEARNER, "clip_grad_norm_(self.params, self.cfg.max_grad_norm)",
+        'clip_grad_norm_(self.params, float("inf"))',
         "grad-norm clipping disabled (infinite max norm)", LEARNER_TESTS),
     Mutation("M06", "/255 pixel scaling removed from both CNN stems (ImpalaResNet, NatureCNN)",
              (Edit("rtrl_rl/models/stems.py", ".to(_param_dtype(self)) / 255.0",
@@ -108,7 +115,7 @@ MUTATIONS: list[Mutation] = [
     mut("M08", "rtrl_rl/evaluate.py", "make_env(cfg.env, num_envs, seed, split=split)",
         'make_env(cfg.env, num_envs, seed, split="eval")',
         "rtrl-eval ignores --split (always the eval levels)", "tests/test_evaluate.py"),
-    mut("M09", "rtrl_rl/runners/loop.py", 'returns.extend(counters["returns"])', "pass",
+    mut("M09", "rtrl_rl/runners/loop.py", 'returns.extend(part["returns"])', "pass",
         "resume does not restore the window of episode returns", RESUME),
     mut("M10", "rtrl_rl/compare.py", "mean = curves.mean(axis=0)", "mean = curves[0]",
         "rtrl-compare curve mean taken from the first run only", "tests/test_compare.py"),
@@ -259,8 +266,35 @@ MUTATIONS: list[Mutation] = [
     mut("O2", "rtrl_rl/algos/ppo_losses.py", "surrogate = torch.minimum(",
         "surrogate = torch.maximum(", "PPO: the surrogate takes the optimistic side of the clip",
         "tests/algos/test_ppo_losses.py"),
+    mut("O3", "rtrl_rl/algos/ppo.py", f"mb.stream_ids,\n{' ' * 35}advance=False)",
+        f"mb.stream_ids,\n{' ' * 35}advance=True)",
+        "PPO: every epoch's minibatch advances the carried sensitivities", PPO_TESTS),
+    mut("O4", "rtrl_rl/algos/ppo.py", "            p.copy_(a)", "            pass",
+        "PPO: the sensitivities advance from the last epoch's parameters", PPO_TESTS),
+    mut("O5", "rtrl_rl/algos/ppo.py", "- old_log_pi[:, idx]", "- old_log_pi[:, :idx.numel()]",
+        "PPO: a minibatch's ratios use other streams' old log-probs", PPO_TESTS),
+    mut("G4", "rtrl_rl/grad/rtrl_reference.py", "enumerate(s if advance else [])",
+        "enumerate(s)", "reference RTRL: advance=False still moves the sensitivities",
+        "tests/grad/test_advance.py"),
     mut("F7", "rtrl_rl/resume.py", "            problems.append(str(e))\n", "            raise\n",
         "resume=true gives up at an unreadable newest checkpoint", FAULTS),
+    # torchrun ranks
+    mut("R1", "rtrl_rl/runners/distributed.py", '        if reduction == "mean":',
+        '        if reduction == "sum":', "ranks: the gradient reduction is the wrong way round",
+        DIST_EQUAL),
+    mut("R2", "rtrl_rl/runners/distributed.py", "        if self.rank == 0:\n",
+        "        if True:\n", "ranks: every rank steps the same streams", DIST_SEEDS,
+        DIST_RESUME),
+    mut("R3", "rtrl_rl/runners/loop.py", "    return ckpt[\"ranks\"][rank - 1]",
+        "    return ckpt[\"ranks\"][0]", "ranks: resume gives every rank rank 1's streams",
+        DIST_RESUME),
+    mut("R4", "rtrl_rl/runners/loop.py",
+        "frames += rollout.unroll * rollout.batch * frames_per_step * ranks.world_size",
+        "frames += rollout.unroll * rollout.batch * frames_per_step",
+        "ranks: the frame count is one rank's", DIST_RESUME,
+        "tests/runners/test_launch.py::test_rtrl_train_starts_its_own_ranks"),
+    mut("R5", "rtrl_rl/algos/learner.py", "            self.combine_grads(self.params)",
+        "            pass", "ranks: each rank steps on its own gradient", DIST_EQUAL),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The learner update: re-unroll the agent over a rollout, V-trace, one optimizer step.
+"""The learners' shared part (optimizer, LR schedule, one optimizer step) and IMPALA's
+update: re-unroll the agent over a rollout, V-trace, one optimizer step.
 
 Nothing here knows which gradient method is in use: the temporal-gradient module decides
 what ``loss.backward()`` sends to the recurrent parameters.
@@ -31,8 +32,9 @@ def read_metrics(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-class Learner:
-    """Owns the optimizer and LR schedule; ``update(rollout)`` returns scalar metrics."""
+class LearnerBase:
+    """Owns the optimizer and LR schedule (one schedule step per rollout); subclasses
+    implement ``update(rollout)``, which returns scalar metrics."""
 
     def __init__(self, agent: Agent, grad: TemporalGrad, cfg, total_updates: int,
                  combine_grads: Callable[[list[nn.Parameter]], None] | None = None) -> None:
@@ -47,6 +49,51 @@ class Learner:
             lambda k: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
         self.updates = 0
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on ``loss``; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.combine_grads is not None:
+            self.combine_grads(self.params)
+        grad_norm = nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        return grad_norm
+
+    def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
+        """Learn from one rollout (already on the learner's device). Metrics are detached
+        0-d tensors, so the update never waits for the device; ``read_metrics`` turns
+        them into floats when they are logged."""
+        raise NotImplementedError
+
+    def lag(self, rollout: Rollout) -> torch.Tensor:
+        """Updates between the policy that acted and this one (after ``self.updates``
+        counted this update)."""
+        return (self.updates - 1 - rollout.policy_version.float()).mean()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the optimizer's moments and the update count. Hyperparameters (lr,
+        alpha, betas, eps) come from this learner's config, not from the checkpoint, so a
+        resumed run uses the values its config says."""
+        fresh = [{k: v for k, v in g.items() if k != "params"}
+                 for g in self.optimizer.param_groups]
+        load_optimizer_state(self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.updates = int(state["updates"])
+        self.scheduler.base_lrs = [g["initial_lr"] for g in fresh]
+        lrs = [base * self._decay(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+        for group, hyper, lr in zip(self.optimizer.param_groups, fresh, lrs, strict=True):
+            group.update(hyper)
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
+
+
+class Learner(LearnerBase):
+    """IMPALA: re-unroll the agent over the rollout, V-trace, one optimizer step."""
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
         """One step on a rollout (already on the learner's device). Metrics are detached
@@ -71,12 +118,7 @@ class Learner:
         loss, terms = impala_loss(log_pi_a, agent.dist.entropy(params), values, returns.vs,
                                   returns.pg_advantages, cfg.baseline_cost, cfg.entropy_cost,
                                   cfg.loss_reduction)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.combine_grads is not None:
-            self.combine_grads(self.params)
-        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        self.optimizer.step()
+        grad_norm = self.step(loss)
         self.scheduler.step()
         self.updates += 1
         metrics = terms.as_dict()
@@ -85,26 +127,6 @@ class Learner:
             "lr": self.scheduler.get_last_lr()[0],
             "rho_mean": log_rhos.exp().mean(),
             "value_mean": values.detach().mean(),
-            "policy_lag": (self.updates - 1 - rollout.policy_version.float()).mean(),
+            "policy_lag": self.lag(rollout),
         })
         return metrics
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the optimizer's moments and the update count. Hyperparameters (lr,
-        alpha, betas, eps) come from this learner's config, not from the checkpoint, so a
-        resumed run uses the values its config says."""
-        fresh = [{k: v for k, v in g.items() if k != "params"}
-                 for g in self.optimizer.param_groups]
-        load_optimizer_state(self.optimizer, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.updates = int(state["updates"])
-        self.scheduler.base_lrs = [g["initial_lr"] for g in fresh]
-        lrs = [base * self._decay(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
-        for group, hyper, lr in zip(self.optimizer.param_groups, fresh, lrs, strict=True):
-            group.update(hyper)
-            group["lr"] = lr
-        self.scheduler._last_lr = lrs

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from rtrl_rl.algos.losses import Reduction, _reduce
+from rtrl_rl.algos.losses import LossTerms, Reduction, _reduce, entropy_loss
 
-__all__ = ["clipped_surrogate_loss", "clipped_value_loss", "gae", "normalize_advantages"]
+__all__ = ["clipped_surrogate_loss", "clipped_value_loss", "gae", "normalize_advantages",
+           "ppo_loss"]
 
 
 @torch.no_grad()
@@ -90,3 +91,24 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
         clipped = old + (values - old).clamp(-clip_eps, clip_eps)
         loss = torch.maximum(loss, (clipped - target) ** 2)
     return _reduce(0.5 * loss, reduction)
+
+
+def ppo_loss(log_ratio: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor,
+             old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor,
+             clip_eps: float = 0.2, value_clip_eps: float | None = 0.2,
+             baseline_cost: float = 0.5, entropy_cost: float = 0.01,
+             reduction: Reduction = "mean") -> tuple[torch.Tensor, LossTerms]:
+    """The PPO objective on one minibatch: clipped surrogate + baseline_cost * (clipped)
+    value loss + entropy_cost * negative entropy. All inputs ``[T, B]``; ``advantages`` as
+    they enter the surrogate (normalized by the caller if wanted).
+
+    Returns ``(total, terms)`` as ``impala_loss`` does.
+    """
+    pg = clipped_surrogate_loss(log_ratio, advantages, clip_eps, reduction)
+    base = clipped_value_loss(values, old_values, returns, value_clip_eps, reduction)
+    ent = entropy_loss(entropy, reduction)
+    total = pg + baseline_cost * base + entropy_cost * ent
+    n = entropy.numel() if reduction == "sum" else 1
+    return total, LossTerms(total=total.detach(), policy_gradient=pg.detach(),
+                            baseline=base.detach(), entropy_loss=ent.detach(),
+                            entropy=-ent.detach() / max(n, 1))

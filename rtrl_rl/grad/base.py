@@ -36,6 +36,7 @@ class TemporalGrad(ABC):
         state: torch.Tensor,
         first: torch.Tensor,
         stream_ids: torch.Tensor | None = None,
+        advance: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the core over a chunk and advance the carried per-stream state.
 
@@ -43,6 +44,8 @@ class TemporalGrad(ABC):
         state before ``x[0]``; first: ``[T, B]`` bool episode starts; stream_ids: ``[B]``
         long, which carried streams these are (default ``0..B-1``; each stream's chunks
         must arrive in order). Returns ``h [T, B, H]`` and the state after ``x[T-1]``.
+        ``advance=False`` reads the carried state (for the gradient) and leaves it as it
+        was, so the same chunk can be unrolled again (several epochs over one rollout).
         """
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ class BPTT(TemporalGrad):
     name = "bptt"
     description = "truncated BPTT: backprop within each rollout, no credit across rollouts"
 
-    def unroll(self, x, state, first, stream_ids=None):
+    def unroll(self, x, state, first, stream_ids=None, advance=True):
         return self.core(x, state.detach(), first)
 
 
@@ -20,5 +20,5 @@ class OneStep(TemporalGrad):
     name = "one_step"
     description = "one-step: immediate gradients only, no credit through the recurrence"
 
-    def unroll(self, x, state, first, stream_ids=None):
+    def unroll(self, x, state, first, stream_ids=None, advance=True):
         return self.core(x, state.detach(), first, detach_every_step=True)

@@ -239,7 +239,7 @@ class RTRL(TemporalGrad):
             self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n, *k))
             self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n, *k))
 
-    def unroll(self, x, state, first, stream_ids=None):
+    def unroll(self, x, state, first, stream_ids=None, advance=True):
         if not self.layers:
             return self.core(x, state, first)
         ids = self._ids(stream_ids, x.shape[1], x.device)
@@ -257,7 +257,11 @@ class RTRL(TemporalGrad):
             holder: list[_Update] = []
             inject = _Injection.apply(
                 s_mat, s_vec, holder, *(params[p] for p in mats), *(params[p] for p in vecs))
-            h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=True)
+            h, c_t, terms = layer.unroll(out, c0.detach() + inject, first, with_terms=advance)
+            if not advance:  # gradient only: no update is built, the carried S stays S_0
+                out = h
+                finals.append(c_t)
+                continue
             assert terms is not None and terms.keys() == (mats, vecs)
             pu, p0, new_vec = chunk_factors(terms, first, s_vec)
             if ids is None:

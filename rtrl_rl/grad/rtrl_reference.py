@@ -84,7 +84,7 @@ class RTRLReference(TemporalGrad):
             d.update({k: like.new_zeros(self.num_streams, n) for k in _VECS})
             self._s.append(d)
 
-    def unroll(self, x, state, first, stream_ids=None):
+    def unroll(self, x, state, first, stream_ids=None, advance=True):
         ids = self._ids(stream_ids, x.shape[1], x.device)
         self._ensure(x)
         s = [{k: (v if ids is None else v[ids]) for k, v in d.items()} for d in self._s]
@@ -96,7 +96,7 @@ class RTRLReference(TemporalGrad):
                 inp, c, s[k] = _step(layer, inp, cells[k], first[t], s[k])
                 cells[k] = c.detach()
             outs.append(inp)
-        for k, d in enumerate(s):
+        for k, d in enumerate(s if advance else []):
             for name, v in d.items():
                 self._s[k][name] = v if ids is None else self._s[k][name].index_copy(0, ids, v)
         return torch.stack(outs), torch.cat(cells, -1)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtrl_rl.algos.learner import Learner, read_metrics
+from rtrl_rl.algos import make_learner
+from rtrl_rl.algos.learner import read_metrics
 from rtrl_rl.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -172,7 +173,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collectiv
     total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
     combine = ((lambda params: coll.combine_grads(params, cfg.algo.loss_reduction))
                if coll.active else None)
-    learner = Learner(agent, grad, cfg.algo, schedule_updates, combine_grads=combine)
+    learner = make_learner(agent, grad, cfg.algo, schedule_updates, combine_grads=combine)
     runner = make_runner(mine, agent, device, env)
 
     frames, wandb_id = 0, None
