@@ -83,6 +83,26 @@ def differing_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({repr(r.config.get(k, MISSING)) for r in runs}) > 1]
 
 
+def grouping_keys(runs: list[Run]) -> list[str]:
+    """The differing keys, less those a differing ``<group>.name`` decides: with runs of
+    ``algo.name=impala`` and ``ppo``, the ``algo.*`` keys each learner's config file sets
+    (constant for each name) add nothing to the grouping, and are left out of the labels."""
+    differ = differing_keys(runs)
+    names = [k for k in differ if k.endswith(".name")]
+    drop = set()
+    for name in names:
+        prefix = name[: -len("name")]
+        by_name: dict[str, list[Run]] = {}
+        for r in runs:
+            by_name.setdefault(repr(r.config.get(name, MISSING)), []).append(r)
+        for k in differ:
+            if k != name and k.startswith(prefix) and all(
+                    len({repr(r.config.get(k, MISSING)) for r in group}) == 1
+                    for group in by_name.values()):
+                drop.add(k)
+    return [k for k in differ if k not in drop]
+
+
 def expand_group_by(runs: list[Run], wanted: list[str]) -> list[str]:
     """``--group-by`` keys as config keys: exact keys, or a prefix (``env``) for its differing
     sub-keys. ``CompareError`` for a key that no run has."""
@@ -340,7 +360,7 @@ def compare(args: argparse.Namespace) -> Path:
         _warn(f"skipping {path}: it has config.yaml but no metrics.csv yet")
     explicit = args.group_by is not None
     wanted = [k.strip() for k in (args.group_by or "").split(",") if k.strip()]
-    keys = expand_group_by(runs, wanted) if explicit else differing_keys(runs)
+    keys = expand_group_by(runs, wanted) if explicit else grouping_keys(runs)
     check_envs(runs, keys, explicit)
     groups = group_runs(runs, keys, args.last_frac)
     estimates = iqm_with_ci({g.label: g.finals for g in groups}, args.reps)

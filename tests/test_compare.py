@@ -13,7 +13,14 @@ import pytest
 import yaml
 
 from rtrl_rl import compare
-from rtrl_rl.compare import differing_keys, final_value, group_runs, iqm_with_ci, main
+from rtrl_rl.compare import (
+    differing_keys,
+    final_value,
+    group_runs,
+    grouping_keys,
+    iqm_with_ci,
+    main,
+)
 from rtrl_rl.sweep import Run, find_run_dirs, flatten, load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -118,6 +125,23 @@ def test_two_keys_label_and_numeric_order(tmp_path):
     assert labels[:3] == ["grad=bptt, runner.unroll=5", "grad=bptt, runner.unroll=10",
                           "grad=bptt, runner.unroll=20"]
     assert len(labels) == 6
+
+
+def test_learners_group_by_algo_name_without_the_keys_their_presets_set(tmp_path):
+    presets = {"impala": {"algo.lr": 6e-4, "algo.loss_reduction": "sum"},
+               "ppo": {"algo.lr": 2.5e-4, "algo.loss_reduction": "mean"}}
+    runs = [load_run(write_run(tmp_path / f"{a}{g}{s}", base_config(
+        **{"algo.name": a, **presets[a], "grad.name": g, "seed": s}), [1.0]), "return_mean")
+        for a in presets for g in ("rtrl", "bptt") for s in (0, 1)]
+    assert grouping_keys(runs) == ["algo.name", "grad.name"]
+    labels = [g.label for g in group_runs(runs, grouping_keys(runs), 0.1)]
+    assert labels == ["algo=impala, grad=bptt", "algo=impala, grad=rtrl",
+                      "algo=ppo, grad=bptt", "algo=ppo, grad=rtrl"]
+    # a key that varies within one learner still groups
+    runs.append(load_run(write_run(tmp_path / "ppo_lr", base_config(
+        **{"algo.name": "ppo", "algo.lr": 1e-3, "algo.loss_reduction": "mean",
+           "grad.name": "rtrl"}), [1.0]), "return_mean"))
+    assert grouping_keys(runs) == ["algo.lr", "algo.name", "grad.name"]
 
 
 def test_iqm_point_estimate_and_ci_by_hand():
