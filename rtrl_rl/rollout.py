@@ -14,6 +14,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
+#: Fields indexed by stream first (``[B, ...]``); the others are ``[T + 1, B, ...]``.
+PER_STREAM = ("core_state", "stream_ids", "policy_version")
+
 
 @dataclass
 class Rollout:
@@ -47,14 +50,12 @@ class Rollout:
 
     def select(self, idx: torch.Tensor) -> Rollout:
         """The streams ``idx`` (positions along the batch axis), with their stream ids."""
-        host = idx.cpu()
-        return Rollout(**{
-            f.name: getattr(self, f.name)[host] if f.name == "stream_ids"
-            else getattr(self, f.name)[idx.to(getattr(self, f.name).device)]
-            if f.name in ("core_state", "policy_version")
-            else getattr(self, f.name)[:, idx.to(getattr(self, f.name).device)]
-            for f in fields(self)
-        })
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            i = idx.to(v.device)
+            out[f.name] = v[i] if f.name in PER_STREAM else v[:, i]
+        return Rollout(**out)
 
     def pin_memory(self) -> Rollout:
         """A copy in page-locked memory (CUDA machines only)."""
@@ -66,7 +67,7 @@ class Rollout:
         so that ``to(cuda, non_blocking=True)`` does not wait)."""
         out = {}
         for f in fields(Rollout):
-            dim = 0 if f.name in ("core_state", "stream_ids", "policy_version") else 1
+            dim = 0 if f.name in PER_STREAM else 1
             tensors = [getattr(p, f.name) for p in parts]
             if pin_memory:
                 shape = list(tensors[0].shape)

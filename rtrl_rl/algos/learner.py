@@ -7,6 +7,7 @@ what ``loss.backward()`` sends to the recurrent parameters.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -32,7 +33,7 @@ def read_metrics(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-class LearnerBase:
+class LearnerBase(ABC):
     """Owns the optimizer and LR schedule (one schedule step per rollout); subclasses
     implement ``update(rollout)``, which returns scalar metrics."""
 
@@ -43,7 +44,7 @@ class LearnerBase:
         self.agent, self.grad, self.cfg = agent, grad, cfg
         self.params = list(agent.parameters())
         self.combine_grads = combine_grads
-        self.optimizer = make_optimizer(agent.parameters(), cfg)
+        self.optimizer = make_optimizer(self.params, cfg)
         total = max(1, total_updates)
         self._decay = (lambda k: max(0.0, 1.0 - k / total)) if cfg.lr_decay == "linear" else (
             lambda k: 1.0)
@@ -60,11 +61,11 @@ class LearnerBase:
         self.optimizer.step()
         return grad_norm
 
+    @abstractmethod
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
         """Learn from one rollout (already on the learner's device). Metrics are detached
         0-d tensors, so the update never waits for the device; ``read_metrics`` turns
         them into floats when they are logged."""
-        raise NotImplementedError
 
     def lag(self, rollout: Rollout) -> torch.Tensor:
         """Updates between the policy that acted and this one (after ``self.updates``
@@ -96,9 +97,7 @@ class Learner(LearnerBase):
     """IMPALA: re-unroll the agent over the rollout, V-trace, one optimizer step."""
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
-        """One step on a rollout (already on the learner's device). Metrics are detached
-        0-d tensors, so the update never waits for the device; ``read_metrics`` turns
-        them into floats when they are logged."""
+        """One step on the rollout (see ``LearnerBase.update``)."""
         cfg, agent = self.cfg, self.agent
         x = agent.core_input(rollout.obs, rollout.reward, rollout.prev_action, rollout.first)
         h, state_t = self.grad.unroll(x[:-1], rollout.core_state, rollout.first[:-1],

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,9 @@ def _free_port() -> int:
 
 def _streams(r: Rollout, lo: int, hi: int) -> Rollout:
     """Streams ``lo..hi-1`` of ``r``, numbered from 0 as on their own rank."""
-    out = {}
-    for f in fields(Rollout):
-        v = getattr(r, f.name)
-        out[f.name] = v[lo:hi].clone() if f.name in ("core_state", "policy_version") else (
-            v[:, lo:hi].clone() if f.name != "stream_ids" else torch.arange(hi - lo))
-    return Rollout(**out)
+    part = r.select(torch.arange(lo, hi))
+    part.stream_ids = torch.arange(hi - lo)
+    return part
 
 
 def _setup(cfg, num_streams: int, combine=None):
