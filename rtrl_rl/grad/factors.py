@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _kernel = None  # the compiled numba function, once built; False if numba is unavailable
+prange = range  # numba's prange once ``_load_kernel`` has imported numba
 
 
 def chunk_factors(
@@ -48,14 +49,11 @@ def chunk_factors(
     """
     if backend not in ("auto", "torch", "numba"):
         raise ValueError(f"backend must be auto, torch or numba, not {backend!r}")
-    from rtrl_rl.models.cells import ELSTMTerms
-
     if getattr(terms, "block", 1) == 2:
         if backend == "numba":
             raise ValueError("the numba kernel takes eLSTM terms only")
         return _factors_pairs(terms, first, s_vec)
-    usable = isinstance(terms, ELSTMTerms) and terms.z.device.type == "cpu" and (
-        terms.z.dtype in _KERNEL_DTYPES and s_vec.dtype == terms.z.dtype)
+    usable = _kernel_takes(terms) and s_vec.dtype == terms.z.dtype
     if backend == "numba" and not usable:
         raise ValueError("the numba kernel takes eLSTM terms as CPU float32/float64 tensors")
     if backend != "torch" and usable:
@@ -65,6 +63,18 @@ def chunk_factors(
         if backend == "numba":
             raise ImportError("backend='numba' needs the numba package")
     return _factors_torch(terms, first, s_vec)
+
+
+def _kernel_takes(terms) -> bool:
+    from rtrl_rl.models.cells import ELSTMTerms
+
+    return isinstance(terms, ELSTMTerms) and terms.z.device.type == "cpu" and (
+        terms.z.dtype in _KERNEL_DTYPES)
+
+
+def has_kernel(terms) -> bool:
+    """Whether ``chunk_factors`` computes ``terms``' factors with the numba kernel."""
+    return _kernel_takes(terms) and bool(_load_kernel())
 
 
 def warm_up(dtype: torch.dtype = torch.float32) -> bool:
@@ -146,21 +156,23 @@ def _factors_pairs(terms, first, s_vec):
 
 def _factors_numba_elstm(kernel, terms, first, s_vec):
     """The eLSTM's terms computed inside the sweep from ``c_prev, z, f`` (see ELSTMTerms):
-    no ``a``, ``zeta``, ``phi`` tensors at all."""
+    no ``a``, ``zeta``, ``phi`` tensors at all. ``pu`` is a ``[T, B, 2, N]`` view of
+    ``[B, T, 2, N]`` storage, the layout the one-pass update kernel reads
+    (``rtrl_rl.grad.sensitivity_pass``)."""
     t_len, b, n = terms.z.shape
     dtype = terms.z.dtype
-    pu = torch.empty(t_len, b, 2, n, dtype=dtype)
+    pu = torch.empty(b, t_len, 2, n, dtype=dtype)
     p0 = torch.empty(b, n, dtype=dtype)
     new_vec = torch.empty(s_vec.shape, dtype=dtype)
     kernel(terms.c_prev.contiguous().numpy(), terms.z.contiguous().numpy(),
            terms.f.contiguous().numpy(), terms.w_z.numpy(), terms.w_f.numpy(),
            (~first).to(dtype).contiguous().numpy(), s_vec.contiguous().numpy(), pu.numpy(),
            p0.numpy(), new_vec.numpy())
-    return pu, p0, new_vec
+    return pu.transpose(0, 1), p0, new_vec
 
 
 def _load_kernel():
-    global _kernel
+    global _kernel, prange
     if _kernel is None:
         try:
             import numba
@@ -168,45 +180,46 @@ def _load_kernel():
             log.info("numba not installed: RTRL uses the PyTorch form of the chunk factors")
             _kernel = False
         else:
-            _kernel = numba.njit(cache=True, nogil=True)(_sweep_elstm)
+            prange = numba.prange
+            _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_sweep_elstm)
     return _kernel
 
 
 def _sweep_elstm(c_prev, z, f, w_z, w_f, keep, s_vec, pu, p, new_vec):  # pragma: no cover
-    """The fused pass, compiled by numba (plain numpy semantics). The eLSTM's terms are
-    inlined (ELSTMTerms has the formulas); vector order w_z, w_f, b_z, b_f. Backwards in
-    time, units innermost, one store per inner loop and no float64 constants, so that every
-    inner loop vectorises."""
+    """The fused pass, compiled by numba (plain numpy semantics), threaded over streams. The
+    eLSTM's terms are inlined (ELSTMTerms has the formulas); vector order w_z, w_f, b_z,
+    b_f; pu ``[B, T, 2, N]``. Backwards in time, units innermost, one store per inner loop
+    and no float64 constants, so that every inner loop vectorises."""
     t_len, b_len, n_len = z.shape
     one = np.ones(1, z.dtype)[0]
-    zeta = np.empty(n_len, z.dtype)
-    phi = np.empty(n_len, z.dtype)
-    p[:] = one
-    new_vec[:] = 0
-    for s in range(t_len - 1, -1, -1):
-        for b in range(b_len):
-            zz, ff, cp = z[s, b], f[s, b], c_prev[s, b]
+    for b in prange(b_len):
+        zeta = np.empty(n_len, z.dtype)
+        phi = np.empty(n_len, z.dtype)
+        for n in range(n_len):
+            p[b, n] = one
+        for v in range(4):
             for n in range(n_len):
-                zeta[n] = (one - ff[n]) * (one - zz[n] * zz[n])
+                new_vec[b, v, n] = 0
+        for s in range(t_len - 1, -1, -1):
             for n in range(n_len):
-                phi[n] = (cp[n] - zz[n]) * ff[n] * (one - ff[n])
-            pz, pf = pu[s, b, 0], pu[s, b, 1]
+                zeta[n] = (one - f[s, b, n]) * (one - z[s, b, n] * z[s, b, n])
             for n in range(n_len):
-                pz[n] = p[b, n] * zeta[n]
+                phi[n] = (c_prev[s, b, n] - z[s, b, n]) * f[s, b, n] * (one - f[s, b, n])
             for n in range(n_len):
-                pf[n] = p[b, n] * phi[n]
+                pu[b, s, 0, n] = p[b, n] * zeta[n]
             for n in range(n_len):
-                new_vec[b, 0, n] += pz[n] * cp[n]
+                pu[b, s, 1, n] = p[b, n] * phi[n]
             for n in range(n_len):
-                new_vec[b, 1, n] += pf[n] * cp[n]
+                new_vec[b, 0, n] += pu[b, s, 0, n] * c_prev[s, b, n]
             for n in range(n_len):
-                new_vec[b, 2, n] += pz[n]
+                new_vec[b, 1, n] += pu[b, s, 1, n] * c_prev[s, b, n]
             for n in range(n_len):
-                new_vec[b, 3, n] += pf[n]
+                new_vec[b, 2, n] += pu[b, s, 0, n]
+            for n in range(n_len):
+                new_vec[b, 3, n] += pu[b, s, 1, n]
             k = keep[s, b]
             for n in range(n_len):
-                p[b, n] *= (ff[n] + w_z[n] * zeta[n] + w_f[n] * phi[n]) * k
-    for b in range(b_len):
+                p[b, n] *= (f[s, b, n] + w_z[n] * zeta[n] + w_f[n] * phi[n]) * k
         for v in range(4):
             for n in range(n_len):
                 new_vec[b, v, n] += s_vec[b, v, n] * p[b, n]

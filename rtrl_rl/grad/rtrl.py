@@ -15,7 +15,8 @@ For a chunk starting from the carried cell ``c_0`` and sensitivities ``S_0``:
    ``[B, I, T] @ [B, T, M*N]``: the carried sensitivities are stored ``[B, I, M, N]``, a
    layout in which that matmul ran 25% faster on CPU than ``[B, M*N, T] @ [B, T, I]``.
    The small factors ``P_s * u_s``, ``P_0`` and the vector sensitivities come from
-   ``rtrl_rl.grad.factors`` (one fused pass on CPU).
+   ``rtrl_rl.grad.factors`` (one fused pass on CPU); on the CPU the update itself is one
+   pass of ``rtrl_rl.grad.sensitivity_pass``'s kernel for chunks of up to 32 steps.
 
 Both steps read ``S_0`` (17 MB at B=32, I=257, N=256), and the update is memory-bound, so
 the update is computed inside the injection's backward, a block of streams at a time, right
@@ -80,13 +81,19 @@ class _Update:
             self._matmul(lo, hi)
         self.upto = hi
 
-    def add_matmul(self) -> None:
-        """The update's second half, for every stream at once, after ``S *= P_0`` was done
-        elsewhere (``sensitivity_pass``)."""
+    def with_grad(self, g: torch.Tensor) -> torch.Tensor:
+        """The injection's ``acc = sum_b S_0[b] * g[b]`` ``[I, M, N]`` and the whole update,
+        by the CPU kernel (``sensitivity_pass``): in its one pass for short chunks, else the
+        gradient and the scaling there and then one whole-batch matmul."""
         assert self.upto == 0
         with torch.no_grad():
-            self._matmul(0, self.s_mat.shape[0])
+            if self.x.shape[0] <= sensitivity_pass.ONE_PASS_MAX_T:
+                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0, self.x, self.pu)
+            else:
+                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0)
+                self._matmul(0, self.s_mat.shape[0])
         self.upto = self.s_mat.shape[0]
+        return acc
 
     def _matmul(self, lo: int, hi: int) -> None:
         """``S += X^T (P u)`` for streams ``[lo, hi)``."""
@@ -144,16 +151,14 @@ class _Injection(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         s_mat, s_vec = ctx.saved_tensors
         update = ctx.update[0] if ctx.update and ctx.update[0].upto == 0 else None
-        # acc [I, M, N(, K)] = sum_b g[b, n] * S[b, i, j, n], with the pending update's
-        # S *= P_0 in the same read of S: one threaded kernel on the CPU (then one matmul),
-        # else blocks of streams (no [B, ...] temporary; 2-3x faster than multiply-then-sum,
-        # bmm or einsum), each updated right after it was read, while it is still in cache.
+        # acc [I, M, N(, K)] = sum_b g[b, n] * S[b, i, j, n], with the pending update in
+        # the same read of S: a threaded kernel on the CPU, else blocks of streams (no
+        # [B, ...] temporary; 2-3x faster than multiply-then-sum, bmm or einsum), each
+        # updated right after it was read, while it is still in cache.
         g = g.view(s_vec.shape[0], *s_vec.shape[2:])  # [B, N(, K)]
         if sensitivity_pass.usable(s_mat):
-            acc = sensitivity_pass.grad_and_scale(s_mat, g, None if update is None
-                                                  else update.p0)
-            if update is not None:
-                update.add_matmul()
+            acc = (sensitivity_pass.grad_and_update(s_mat, g) if update is None
+                   else update.with_grad(g))
         else:
             acc = _blocked_backward(s_mat, g, update)
         g_vec = (s_vec * g[:, None]).sum(0)

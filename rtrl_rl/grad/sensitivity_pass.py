@@ -1,16 +1,29 @@
-"""One pass over the carried matrix sensitivities on the CPU, for the injection's backward.
+"""The CPU kernel over the carried matrix sensitivities ``S [B, I, M, N]``, for the
+injection's backward.
 
-The backward needs ``acc[i, m, n] = sum_b S[b, i, m, n] g[b, n]`` (the gradient the carried
-credit sends to the ``[N, I]`` matrices), and the end-of-chunk update then starts with
-``S *= P_0``. Both read the whole tensor (17 MB at B=32, I=257, N=256), which is the cost
-that matters. A numba kernel does both in one read and one write, threaded over ``i``;
-the rank-T update matmul then runs as one whole-batch ``baddbmm_`` (MKL). That replaced a
-loop over blocks of 2 streams of PyTorch ops, whose Python and dispatch were most of
-RTRL's cost above BPTT at short chunks: at B=32, T=10, N=256 on the 2-core CPU, 0.26 +
-0.62 ms against about 2.0 ms for the blocked backward.
+The backward needs ``acc[i, m, n] = sum_b S_0[b, i, m, n] g[b, n]`` (the gradient the
+carried credit sends to the ``[N, I]`` matrices), and the end-of-chunk update is
+``S_T = P_0 * S_0 + sum_t x_t (x) pu_t``. Each reads the whole tensor (17 MB at B=32,
+I=257, N=256), which is the cost that matters, so one numba kernel, threaded over blocks of
+rows ``i``, does them in one read and one write of ``S``, in place:
 
-Only the element-wise layout ``[B, I, M, N]`` in float32/float64 takes it; 2x2-block layers
-and other devices use the blocked PyTorch form in ``rtrl_rl.grad.rtrl``.
+- chunks of up to ``ONE_PASS_MAX_T`` steps: the gradient, the scaling and the rank-T
+  update, block by block while the block and ``pu`` are in L1 (at B=32, I=257, N=256,
+  T=10 on the 2-core CPU: 1.75 ms against 2.7 ms for the two passes below);
+- longer chunks: the gradient and the scaling; the rank-T update then runs as one
+  whole-batch ``baddbmm_`` (MKL), which is compute-bound there and where MKL's register
+  blocking beats the kernel's (T=50: 4.5 against 5.0 ms for the one pass).
+
+This replaced a loop over blocks of 2 streams of PyTorch ops, whose Python and dispatch
+were most of RTRL's cost above BPTT at short chunks (about 2.0 ms for the blocked backward
+at T=10 against 0.88 ms for the scaling pass and the matmul on a faster machine).
+
+Running the update on a background thread during the backward instead was slower on the
+2-core CPU: the backward keeps both cores busy (T=50: the backward took 11.5 ms more than
+BPTT's, against 6.2 ms for this kernel in it).
+
+Only the element-wise layout ``[B, I, M, N]`` in float32/float64 takes it; 2x2-block
+layers and other devices use the blocked PyTorch form in ``rtrl_rl.grad.rtrl``.
 """
 
 from __future__ import annotations
@@ -20,11 +33,13 @@ import os
 import sys
 
 import torch
+from torch.autograd.graph import increment_version
 
 prange = range  # numba's prange once ``_load`` has imported numba
 log = logging.getLogger(__name__)
 
 _kernel = None  # the compiled function, once built; False if numba is unavailable
+_ROWS = 16  # rows i per block: 16 x M*N floats stay in L1
 
 
 def usable(s_mat: torch.Tensor) -> bool:
@@ -33,20 +48,43 @@ def usable(s_mat: torch.Tensor) -> bool:
             and s_mat.dtype in (torch.float32, torch.float64) and bool(_load()))
 
 
-def grad_and_scale(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | None
-                   ) -> torch.Tensor:
-    """``acc [I, M, N] = sum_b s_mat[b] * g[b]``, then ``s_mat *= p0`` in place (if
-    ``p0 [B, N]`` is given), in one pass. s_mat ``[B, I, M, N]``, g ``[B, N]``."""
+#: Chunks of up to this many steps take the whole update in the kernel's one pass.
+ONE_PASS_MAX_T = 32
+
+
+def grad_and_update(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | None = None,
+                    x: torch.Tensor | None = None, pu: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """``acc [I, M, N] = sum_b s_mat[b] * g[b]``, then in place (where given)
+    ``s_mat *= p0`` and ``s_mat += sum_t x[t] (x) pu[t]``, in one pass over ``s_mat``.
+    s_mat ``[B, I, M, N]``; g, p0 ``[B, N]``; x ``[T, B, I]``; pu ``[T, B, M, N]``, ideally
+    a view of ``[B, T, M, N]`` storage (the factor kernel's; other layouts are copied)."""
+    set_threads()
+    b, i, m, n = s_mat.shape
+    dtype = s_mat.dtype
+    acc = torch.zeros(i, m, n, dtype=dtype)
+    mode = 0 if p0 is None else 1 if pu is None else 2
+    g = g.to(dtype).contiguous()
+    p0 = g if p0 is None else p0.to(dtype).contiguous()
+    if pu is None:
+        x, pu_bt = s_mat.new_zeros(1, 1, 1), s_mat.new_zeros(1, 1, 1)
+    else:
+        x = x.to(dtype).contiguous()
+        pu_bt = pu.transpose(0, 1).to(dtype).contiguous().view(b, pu.shape[0], m * n)
+    _load()(s_mat.numpy(), g.numpy(), p0.numpy(), x.numpy(), pu_bt.numpy(), acc.numpy(),
+            _ROWS, mode)
+    if mode:
+        increment_version(s_mat)  # written behind autograd's back: a second backward fails
+    return acc
+
+
+def set_threads(n: int | None = None) -> None:
+    """Threads for the kernels launched from the calling thread (numba's setting is per
+    thread): ``n``, or as many as torch has, within numba's pool."""
     import numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    b, i, m, n = s_mat.shape
-    acc = torch.zeros(i, m, n, dtype=s_mat.dtype)
-    g = g.to(s_mat.dtype).contiguous()
-    scale = p0 is not None
-    p = p0.to(s_mat.dtype).contiguous() if scale else g
-    _load()(s_mat.numpy(), g.numpy(), p.numpy(), acc.numpy(), scale)
-    return acc
+    n = torch.get_num_threads() if n is None else n
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 def limit_threads(n: int) -> None:
@@ -76,21 +114,53 @@ def _load():
             _kernel = False
         else:
             prange = numba.prange
-            _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_pass)
+            # contract: x0 * q0 + x1 * q1 + ... as fused multiply-adds
+            _kernel = numba.njit(cache=True, nogil=True, parallel=True,
+                                 fastmath={"contract"})(_pass)
     return _kernel
 
 
-def _pass(s, g, p0, acc, scale):  # pragma: no cover (compiled by numba)
-    """Threaded over rows ``i`` (each owns ``acc[i]`` and ``s[:, i]``); units innermost so
-    that the inner loops vectorise."""
+def _pass(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by numba)
+    """Threaded over blocks of ``rows`` rows ``i`` (each owns ``acc[block]`` and
+    ``s[:, block]``). Per stream: the gradient (and, for mode >= 1, the scaling) of the
+    block, then for mode 2 the rank-T update with the time steps unrolled by 8 and 4, so
+    that each load and store of a row serves up to 8 multiply-adds. Elements are indexed
+    directly: slicing rows inside the loops costs a reference count each, which made the
+    update several times slower. Units innermost, so that the inner loops vectorise.
+    pu ``[B, T, M*N]``."""
     b_len, i_len, m_len, n_len = s.shape
-    for i in prange(i_len):
+    mn = m_len * n_len
+    t_len = pu.shape[1] if mode == 2 else 0
+    t8, t4 = t_len - t_len % 8, t_len - t_len % 4
+    flat = s.reshape(b_len, i_len, mn)
+    for blk in prange((i_len + rows - 1) // rows):
+        lo, hi = blk * rows, min(blk * rows + rows, i_len)
         for b in range(b_len):
-            gb, pb = g[b], p0[b]
-            for m in range(m_len):
-                row, a = s[b, i, m], acc[i, m]
-                for n in range(n_len):
-                    a[n] += row[n] * gb[n]
-                if scale:
+            for i in range(lo, hi):
+                for m in range(m_len):
                     for n in range(n_len):
-                        row[n] *= pb[n]
+                        acc[i, m, n] += s[b, i, m, n] * g[b, n]
+                    if mode >= 1:
+                        for n in range(n_len):
+                            s[b, i, m, n] *= p0[b, n]
+            for t in range(0, t8, 8):
+                for i in range(lo, hi):
+                    x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
+                    x4, x5, x6, x7 = (x[t + 4, b, i], x[t + 5, b, i], x[t + 6, b, i],
+                                      x[t + 7, b, i])
+                    for k in range(mn):
+                        flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
+                                          + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k]
+                                          + x4 * pu[b, t + 4, k] + x5 * pu[b, t + 5, k]
+                                          + x6 * pu[b, t + 6, k] + x7 * pu[b, t + 7, k])
+            for t in range(t8, t4, 4):
+                for i in range(lo, hi):
+                    x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
+                    for k in range(mn):
+                        flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
+                                          + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k])
+            for t in range(t4, t_len):
+                for i in range(lo, hi):
+                    x0 = x[t, b, i]
+                    for k in range(mn):
+                        flat[b, i, k] += x0 * pu[b, t, k]

@@ -82,15 +82,19 @@ def test_rtrl_over_one_long_episode_equals_full_bptt():
     assert max_err(got, full_bptt(core, x, first, readout)) < 1e-9
 
 
-@pytest.mark.parametrize("blocks", ["kernel", "cpu_blocks", "whole_batch"])
+@pytest.mark.parametrize("blocks", ["kernel", "kernel_matmul", "cpu_blocks", "whole_batch"])
 def test_chunked_rtrl_equals_step_by_step_reference(problem, blocks, monkeypatch):
-    """kernel: the CPU's one-pass kernel; cpu_blocks: blocks of streams (the CPU without
-    numba); whole_batch: the GPU layout (one block of every stream, no Python loop over
-    streams), run on the CPU."""
+    """kernel: the CPU kernel's one pass; kernel_matmul: its form for long chunks (the
+    gradient and scaling pass, then one matmul); cpu_blocks: blocks of streams (the CPU
+    without numba); whole_batch: the GPU layout (one block of every stream, no Python loop
+    over streams), run on the CPU."""
     from rtrl_rl.grad import rtrl, sensitivity_pass
 
-    if blocks == "kernel":
+    if blocks.startswith("kernel"):
         assert sensitivity_pass.usable(torch.zeros(1, 1, 1, 1, dtype=torch.float64))
+        assert T_CHUNK <= sensitivity_pass.ONE_PASS_MAX_T
+        if blocks == "kernel_matmul":
+            monkeypatch.setattr(sensitivity_pass, "ONE_PASS_MAX_T", 0)
     else:
         monkeypatch.setattr(sensitivity_pass, "usable", lambda s_mat: False)
     if blocks == "whole_batch":

@@ -16,19 +16,36 @@ pytestmark = pytest.mark.skipif(not sensitivity_pass.usable(torch.zeros(1, 1, 1,
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("scale", [True, False])
-def test_gradient_and_scaling_in_one_pass(dtype, scale):
-    g = torch.Generator().manual_seed(0)
-    s = torch.randn(5, 7, 2, 3, generator=g, dtype=torch.float64)
-    grad = torch.randn(5, 3, generator=g, dtype=torch.float64)
-    p0 = torch.rand(5, 3, generator=g, dtype=torch.float64)
+@pytest.mark.parametrize(("mode", "t_len", "pu_layout"), [
+    ("grad", 1, "bt"), ("scale", 1, "bt"),
+    *[("update", t, lay) for t in (1, 3, 4, 7, 8, 13, 21) for lay in ("bt", "tb")],
+])  # every remainder of the unrolled time loop
+def test_gradient_and_update_in_one_pass(dtype, mode, t_len, pu_layout):
+    """acc = sum_b S[b] g[b], then S <- P_0 S (scale) or S <- P_0 S + sum_t x_t (x) pu_t
+    (update), against einsum in float64; more rows than one block holds and a partial last
+    block; pu as a view of [B, T, M, N] storage (the factor kernel's) or [T, B, M, N]."""
+    g = torch.Generator().manual_seed(t_len)
+    b, i, m, n = 3, sensitivity_pass._ROWS + 5, 2, 6
+    s = torch.randn(b, i, m, n, generator=g, dtype=torch.float64)
+    grad = torch.randn(b, n, generator=g, dtype=torch.float64)
+    p0 = torch.rand(b, n, generator=g, dtype=torch.float64)
+    x = torch.randn(t_len, b, i, generator=g, dtype=torch.float64)
+    pu = torch.randn(t_len, b, m, n, generator=g, dtype=torch.float64)
     want_acc = torch.einsum("bimn,bn->imn", s, grad)
-    want_s = s * p0[:, None, None, :] if scale else s.clone()
+    want_s = {"grad": s, "scale": s * p0[:, None, None, :],
+              "update": s * p0[:, None, None, :] + torch.einsum("tbi,tbmn->bimn", x, pu)}[mode]
     got_s = s.to(dtype)
-    acc = sensitivity_pass.grad_and_scale(got_s, grad.to(dtype), p0.to(dtype) if scale else None)
+    pu_in = pu.to(dtype)
+    if pu_layout == "bt":
+        pu_in = pu_in.transpose(0, 1).contiguous().transpose(0, 1)
+    args = {"grad": (), "scale": (p0.to(dtype),),
+            "update": (p0.to(dtype), x.to(dtype), pu_in)}[mode]
+    version = got_s._version
+    acc = sensitivity_pass.grad_and_update(got_s, grad.to(dtype), *args)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(acc.double(), want_acc, rtol=tol, atol=tol)
     torch.testing.assert_close(got_s.double(), want_s, rtol=tol, atol=tol)
+    assert (got_s._version > version) == (mode != "grad")  # autograd sees the write
 
 
 def test_only_the_elementwise_cpu_layout_takes_it():
