@@ -43,8 +43,10 @@ _ROWS = 16  # rows i per block: 16 x M*N floats stay in L1
 
 
 def usable(s_mat: torch.Tensor) -> bool:
-    """Whether ``s_mat`` can take the kernel (and the kernel exists)."""
-    return (s_mat.device.type == "cpu" and s_mat.dim() == 4 and s_mat.is_contiguous()
+    """Whether ``s_mat`` can take the kernel (and the kernel exists): ``[B, I, M, N]`` or,
+    for 2x2-block layers, ``[B, I, M, N, 2]``."""
+    layout = s_mat.dim() == 4 or (s_mat.dim() == 5 and s_mat.shape[-1] == 2)
+    return (s_mat.device.type == "cpu" and layout and s_mat.is_contiguous()
             and s_mat.dtype in (torch.float32, torch.float64) and bool(_load()))
 
 
@@ -58,33 +60,40 @@ def grad_and_update(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | Non
     """``acc [I, M, N] = sum_b s_mat[b] * g[b]``, then in place (where given)
     ``s_mat *= p0`` and ``s_mat += sum_t x[t] (x) pu[t]``, in one pass over ``s_mat``.
     s_mat ``[B, I, M, N]``; g, p0 ``[B, N]``; x ``[T, B, I]``; pu ``[T, B, M, N]``, ideally
-    a view of ``[B, T, M, N]`` storage (the factor kernel's; other layouts are copied)."""
+    a view of ``[B, T, M, N]`` storage (the factor kernel's; other layouts are copied).
+    For 2x2-block layers: s_mat ``[B, I, M, N, 2]``, g ``[B, N, 2]``, p0 ``[B, N, 2, 2]``
+    (applied as a matrix to each unit's pair), pu ``[T, B, M, N, 2]``, and acc
+    ``[I, M, N, 2]``."""
     set_threads()
-    b, i, m, n = s_mat.shape
+    b, i, m, n = s_mat.shape[:4]
     dtype = s_mat.dtype
-    acc = torch.zeros(i, m, n, dtype=dtype)
+    acc = torch.zeros(s_mat.shape[1:], dtype=dtype)
     mode = 0 if p0 is None else 1 if pu is None else 2
     g = g.to(dtype).contiguous()
-    p0 = g if p0 is None else p0.to(dtype).contiguous()
+    if p0 is None:  # unused, of the dimensions the kernel is compiled for
+        p0 = s_mat.new_zeros((1, 1, 2, 2) if s_mat.dim() == 5 else (1, 1))
+    if s_mat.dim() == 5:
+        p0 = p0.permute(0, 2, 3, 1)  # [B, 2, 2, N]
+    p0 = p0.to(dtype).contiguous()
     if pu is None:
         x, pu_bt = s_mat.new_zeros(1, 1, 1), s_mat.new_zeros(1, 1, 1)
     else:
         x = x.to(dtype).contiguous()
-        pu_bt = pu.transpose(0, 1).to(dtype).contiguous().view(b, pu.shape[0], m * n)
-    _load()(s_mat.numpy(), g.numpy(), p0.numpy(), x.numpy(), pu_bt.numpy(), acc.numpy(),
+        pu_bt = pu.transpose(0, 1).to(dtype).contiguous().view(b, pu.shape[0], -1)
+    kernels = _load()
+    kernel = kernels["pairs"] if s_mat.dim() == 5 else kernels["elstm"]
+    kernel(s_mat.numpy(), g.numpy(), p0.numpy(), x.numpy(), pu_bt.numpy(), acc.numpy(),
             _ROWS, mode)
     if mode:
         increment_version(s_mat)  # written behind autograd's back: a second backward fails
     return acc
 
 
-def set_threads(n: int | None = None) -> None:
-    """Threads for the kernels launched from the calling thread (numba's setting is per
-    thread): ``n``, or as many as torch has, within numba's pool."""
+def set_threads() -> None:
+    """Give the kernels as many threads as torch has (within numba's pool)."""
     import numba
 
-    n = torch.get_num_threads() if n is None else n
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def limit_threads(n: int) -> None:
@@ -105,7 +114,8 @@ def limit_threads(n: int) -> None:
 
 
 def _load():
-    global _kernel, prange
+    """The compiled kernels, ``{"elstm": ..., "pairs": ...}``; False without numba."""
+    global _kernel, _rank_t, prange
     if _kernel is None:
         try:
             import numba
@@ -114,25 +124,52 @@ def _load():
             _kernel = False
         else:
             prange = numba.prange
+            _rank_t = numba.njit(inline="always", fastmath={"contract"})(_rank_t_update)
             # contract: x0 * q0 + x1 * q1 + ... as fused multiply-adds
-            _kernel = numba.njit(cache=True, nogil=True, parallel=True,
-                                 fastmath={"contract"})(_pass)
+            jit = numba.njit(cache=True, nogil=True, parallel=True, fastmath={"contract"})
+            _kernel = {"elstm": jit(_pass), "pairs": jit(_pass_pairs)}
     return _kernel
+
+
+def _rank_t_update(flat, x, pu, b, lo, hi):  # pragma: no cover (compiled by numba)
+    """``flat[b, i] += sum_t x[t, b, i] * pu[b, t]`` for rows ``i`` in ``[lo, hi)``, the
+    time steps unrolled by 8 and 4 so that each load and store of a row serves up to 8
+    multiply-adds. flat ``[B, I, F]``, pu ``[B, T, F]``."""
+    t_len, f_len = pu.shape[1], pu.shape[2]
+    t8, t4 = t_len - t_len % 8, t_len - t_len % 4
+    for t in range(0, t8, 8):
+        for i in range(lo, hi):
+            x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
+            x4, x5, x6, x7 = x[t + 4, b, i], x[t + 5, b, i], x[t + 6, b, i], x[t + 7, b, i]
+            for k in range(f_len):
+                flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
+                                  + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k]
+                                  + x4 * pu[b, t + 4, k] + x5 * pu[b, t + 5, k]
+                                  + x6 * pu[b, t + 6, k] + x7 * pu[b, t + 7, k])
+    for t in range(t8, t4, 4):
+        for i in range(lo, hi):
+            x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
+            for k in range(f_len):
+                flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
+                                  + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k])
+    for t in range(t4, t_len):
+        for i in range(lo, hi):
+            x0 = x[t, b, i]
+            for k in range(f_len):
+                flat[b, i, k] += x0 * pu[b, t, k]
+
+
+_rank_t = _rank_t_update  # its compiled form once ``_load`` has run
 
 
 def _pass(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by numba)
     """Threaded over blocks of ``rows`` rows ``i`` (each owns ``acc[block]`` and
     ``s[:, block]``). Per stream: the gradient (and, for mode >= 1, the scaling) of the
-    block, then for mode 2 the rank-T update with the time steps unrolled by 8 and 4, so
-    that each load and store of a row serves up to 8 multiply-adds. Elements are indexed
-    directly: slicing rows inside the loops costs a reference count each, which made the
-    update several times slower. Units innermost, so that the inner loops vectorise.
-    pu ``[B, T, M*N]``."""
+    block, then for mode 2 the rank-T update. Elements are indexed directly: slicing rows
+    inside the loops costs a reference count each, which made the update several times
+    slower. Units innermost, so that the inner loops vectorise. pu ``[B, T, M*N]``."""
     b_len, i_len, m_len, n_len = s.shape
-    mn = m_len * n_len
-    t_len = pu.shape[1] if mode == 2 else 0
-    t8, t4 = t_len - t_len % 8, t_len - t_len % 4
-    flat = s.reshape(b_len, i_len, mn)
+    flat = s.reshape(b_len, i_len, m_len * n_len)
     for blk in prange((i_len + rows - 1) // rows):
         lo, hi = blk * rows, min(blk * rows + rows, i_len)
         for b in range(b_len):
@@ -143,24 +180,33 @@ def _pass(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by nu
                     if mode >= 1:
                         for n in range(n_len):
                             s[b, i, m, n] *= p0[b, n]
-            for t in range(0, t8, 8):
-                for i in range(lo, hi):
-                    x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
-                    x4, x5, x6, x7 = (x[t + 4, b, i], x[t + 5, b, i], x[t + 6, b, i],
-                                      x[t + 7, b, i])
-                    for k in range(mn):
-                        flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
-                                          + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k]
-                                          + x4 * pu[b, t + 4, k] + x5 * pu[b, t + 5, k]
-                                          + x6 * pu[b, t + 6, k] + x7 * pu[b, t + 7, k])
-            for t in range(t8, t4, 4):
-                for i in range(lo, hi):
-                    x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
-                    for k in range(mn):
-                        flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
-                                          + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k])
-            for t in range(t4, t_len):
-                for i in range(lo, hi):
-                    x0 = x[t, b, i]
-                    for k in range(mn):
-                        flat[b, i, k] += x0 * pu[b, t, k]
+            if mode == 2:
+                _rank_t(flat, x, pu, b, lo, hi)
+
+
+def _pass_pairs(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by numba)
+    """``_pass`` for 2x2-block layers: s ``[B, I, M, N, 2]``, g ``[B, N, 2]``, p0
+    ``[B, 2, 2, N]`` (units last, so that its loads are contiguous), acc ``[I, M, N, 2]``,
+    pu ``[B, T, M*N*2]``. The gradient runs over
+    each row's ``N*2`` reals as one contiguous loop, the 2x2 products in a loop of their
+    own (one loop mixing both did not vectorise: 2x slower)."""
+    b_len, i_len, m_len, n_len = s.shape[0], s.shape[1], s.shape[2], s.shape[3]
+    n2 = 2 * n_len
+    flat = s.reshape(b_len, i_len, m_len * n2)
+    rows_s = s.reshape(b_len, i_len, m_len, n2)
+    acc_f = acc.reshape(i_len, m_len, n2)
+    g_f = g.reshape(b_len, n2)
+    for blk in prange((i_len + rows - 1) // rows):
+        lo, hi = blk * rows, min(blk * rows + rows, i_len)
+        for b in range(b_len):
+            for i in range(lo, hi):
+                for m in range(m_len):
+                    for j in range(n2):
+                        acc_f[i, m, j] += rows_s[b, i, m, j] * g_f[b, j]
+                    if mode >= 1:
+                        for n in range(n_len):
+                            s0, s1 = s[b, i, m, n, 0], s[b, i, m, n, 1]
+                            s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 0, 1, n] * s1
+                            s[b, i, m, n, 1] = p0[b, 1, 0, n] * s0 + p0[b, 1, 1, n] * s1
+            if mode == 2:
+                _rank_t(flat, x, pu, b, lo, hi)

@@ -116,3 +116,51 @@ def test_suffix_products_both_forms_match_a_loop(sweep):
     assert torch.allclose(suffix_products(g, sweep=sweep), want, atol=1e-14, rtol=0)
     one = suffix_products(g[:1], sweep=sweep)
     assert torch.equal(one, torch.ones_like(one))
+
+
+def random_pair_terms(seed=0):
+    from rtrl_rl.models.pair_cells import PairTerms
+
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    terms = PairTerms(r(T, B, N, 2, 2), {"W1": r(T, B, N, 2), "W2": r(T, B, N, 2)},
+                      {"nu": r(T, B, N, 2), "theta": r(T, B, N, 2), "gamma": r(T, B, N, 2)})
+    first = torch.rand(T, B, generator=g) < 0.2
+    first[3, 1] = True
+    return terms, first, r(B, 3, N, 2)
+
+
+def pair_factors_by_definition(terms, first, s_vec):
+    """P_s = g_{T-1} ... g_{s+1} with g_t = a_t (1 - first_t), one 2x2 matrix per unit."""
+    g = terms.a * (~first).double()[:, :, None, None, None]
+    eye = torch.eye(2, dtype=torch.float64)
+    pu = torch.zeros(T, B, 2, N, 2, dtype=torch.float64)
+    p0 = torch.zeros(B, N, 2, 2, dtype=torch.float64)
+    new_vec = torch.zeros(B, 3, N, 2, dtype=torch.float64)
+    for b in range(B):
+        for n in range(N):
+            def prod(lo, b=b, n=n):
+                out = eye
+                for r in range(T - 1, lo - 1, -1):
+                    out = out @ g[r, b, n]
+                return out
+            p0[b, n] = prod(0)
+            new_vec[b, :, n] = (p0[b, n] @ s_vec[b, :, n].T).T
+            for s in range(T):
+                for j, u in enumerate(terms.matrix.values()):
+                    pu[s, b, j, n] = prod(s + 1) @ u[s, b, n]
+                for j, v in enumerate(terms.vector.values()):
+                    new_vec[b, j, n] += prod(s + 1) @ v[s, b, n]
+    return pu, p0, new_vec
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_pair_factors_match_definition(backend):
+    from rtrl_rl.grad import factors
+
+    if backend == "numba" and not factors._load_kernel():
+        pytest.skip("numba is not installed")
+    terms, first, s_vec = random_pair_terms()
+    got = chunk_factors(terms, first, s_vec, backend=backend)
+    for a, b in zip(got, pair_factors_by_definition(terms, first, s_vec), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
