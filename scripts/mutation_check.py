@@ -238,7 +238,7 @@ MUTATIONS: list[Mutation] = [
         "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 0, 1, n] * s1",
         "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 1, 0, n] * s1",
         "RTRL CPU kernel, 2x2 blocks: P_0's off-diagonal entries swapped in the decay",
-        "tests/grad/test_sensitivity_pass.py"),
+        CELL_EXACT),
     mut("P12", "rtrl_rl/grad/factors.py",
         "                q[1, n] = q00 * g01 + q01 * g11\n",
         "                q[1, n] = q00 * g01 + q01 * g10\n",

@@ -17,8 +17,8 @@ element-wise cells, no numba) and is the kernel's test oracle.
 For layers with 2 reals per unit (``PairTerms``), ``g_t`` and ``P_s`` are 2x2 matrices per
 unit (``P_s = g_{T-1} ... g_{s+1}``, in that order), products with them are matrix products,
 and ``pu``, ``new_vec`` gain a trailing axis of 2 (``p0``: ``[B, N, 2, 2]``). On the CPU a
-second numba kernel does that sweep (the PyTorch form: 31 ms at B=32, T=10, N=256 on one
-thread, most of it ``T`` steps of small 2x2 products).
+second numba kernel does that sweep: for the LRU at B=32, T=10, N=256 on one thread, 1.5 ms
+against 14.6 ms for the PyTorch form, most of which is ``T`` steps of small 2x2 products.
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ def _problem(core, seed=3):
     first[T_CHUNK, 0] = True  # an episode start on a chunk boundary
     first[T_CHUNK + 2, 1] = True  # one inside a chunk
     first[2 * T_CHUNK + 1, 3] = True
+    # Stream 2 carries its episode through three chunks: the decay of the carried
+    # sensitivities by P_0 (zero for a chunk with an episode start) is then exercised.
+    first[1:, 2] = False
+    first[3 * T_CHUNK + 2, 2] = True
     g = torch.Generator().manual_seed(seed + 1)
     readout = torch.randn(*x.shape[:2], core.output_size, generator=g, dtype=x.dtype)
     return x, first, readout
