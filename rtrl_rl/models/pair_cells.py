@@ -150,22 +150,29 @@ class PairLayer(nn.Module, ABC):
         """c_prev, pre ``[T, B, N, 2]`` (masked state, pre-activation); wx ``[T, B, 2, N]``."""
         nu, theta, r, g, phi, norm = (v.detach() for v in rot)
         wx = wx.detach().transpose(2, 3)  # [T, B, N, 2]
-        d = (pre > 0).to(pre.dtype) if self.nonlinear else torch.ones_like(pre)
+        shape = pre.shape
         rot_block = torch.stack([torch.stack([g, -phi], -1), torch.stack([phi, g], -1)], -2)
-        a = d.unsqueeze(-1) * rot_block  # [T, B, N, 2, 2]
+        zero = torch.zeros_like(norm)
+        # The linear recurrence's terms need no relu derivative d: its Jacobian block and
+        # the matrices' terms are then the same at every step and stream (broadcast views).
+        matrix = {self.mats[0]: torch.stack([norm, zero], -1).expand(shape),
+                  self.mats[1]: torch.stack([zero, norm], -1).expand(shape)}
+        a = rot_block.expand(*shape, 2)  # [T, B, N, 2, 2]
         c1, c2 = c_prev.unbind(-1)
 
         def through_rotation(dg, dphi):  # d pre / d p via g and phi: [T, B, N, 2]
             return torch.stack([dg * c1 - dphi * c2, dphi * c1 + dg * c2], -1)
 
-        zero = torch.zeros_like(d[..., 0])
-        matrix = {self.mats[0]: d * torch.stack([norm + zero, zero], -1),
-                  self.mats[1]: d * torch.stack([zero, norm + zero], -1)}
         vector = {"nu_log": through_rotation(-nu * g, -nu * phi),
                   "theta_log": through_rotation(-theta * phi, theta * g)}
         for name, dnorm in self._norm_grads(nu, r, norm).items():
             vector[name] = vector.get(name, 0) + dnorm.unsqueeze(-1) * wx
-        return PairTerms(a, matrix, {k: d * v for k, v in vector.items()})
+        if self.nonlinear:
+            d = (pre > 0).to(pre.dtype)
+            a = d.unsqueeze(-1) * a
+            matrix = {k: d * u for k, u in matrix.items()}
+            vector = {k: d * v for k, v in vector.items()}
+        return PairTerms(a, matrix, vector)
 
 
 class RTULayer(PairLayer):
