@@ -52,7 +52,8 @@ def usable(s_mat: torch.Tensor) -> bool:
             and s_mat.dtype in (torch.float32, torch.float64) and bool(_load()))
 
 
-#: Chunks of up to this many steps take the whole update in the kernel's one pass.
+#: Chunks of up to this many steps take the whole update in the kernel's one pass (it won at
+#: T=10, 20 and 30 and lost at T=50, at B=32, I=257, N=256 on the 2-core CPU).
 ONE_PASS_MAX_T = 32
 
 
