@@ -50,33 +50,31 @@ def chunk_factors(
     """
     if backend not in ("auto", "torch", "numba"):
         raise ValueError(f"backend must be auto, torch or numba, not {backend!r}")
-    if getattr(terms, "block", 1) == 2:
-        usable = terms.a.device.type == "cpu" and terms.a.dtype in _KERNEL_DTYPES and (
-            s_vec.dtype == terms.a.dtype)
-        if backend == "numba" and not usable:
-            raise ValueError("the numba kernel takes CPU float32/float64 tensors")
-        kernel = _load_kernel() if backend != "torch" and usable else None
-        if backend == "numba" and not kernel:
-            raise ImportError("backend='numba' needs the numba package")
-        return (_factors_numba_pairs(kernel, terms, first, s_vec) if kernel
-                else _factors_pairs(terms, first, s_vec))
-    usable = _kernel_takes(terms) and s_vec.dtype == terms.z.dtype
+    pairs = getattr(terms, "block", 1) == 2
+    usable = _kernel_takes(terms, pairs, s_vec.dtype)
     if backend == "numba" and not usable:
-        raise ValueError("the numba kernel takes eLSTM terms as CPU float32/float64 tensors")
-    if backend != "torch" and usable:
-        kernels = _load_kernel()
-        if kernels:
-            return _factors_numba_elstm(kernels["elstm"], terms, first, s_vec)
-        if backend == "numba":
-            raise ImportError("backend='numba' needs the numba package")
-    return _factors_torch(terms, first, s_vec)
+        raise ValueError("the numba kernels take eLSTM terms or 2x2-block terms as CPU "
+                         "float32/float64 tensors")
+    kernels = _load_kernel() if backend != "torch" and usable else None
+    if backend == "numba" and not kernels:
+        raise ImportError("backend='numba' needs the numba package")
+    if pairs:
+        return (_factors_numba_pairs(kernels["pairs"], terms, first, s_vec) if kernels
+                else _factors_pairs(terms, first, s_vec))
+    return (_factors_numba_elstm(kernels["elstm"], terms, first, s_vec) if kernels
+            else _factors_torch(terms, first, s_vec))
 
 
-def _kernel_takes(terms) -> bool:
+def _kernel_takes(terms, pairs: bool, s_vec_dtype: torch.dtype) -> bool:
+    """Whether a numba sweep exists for ``terms``: eLSTM or 2x2-block terms on the CPU in
+    float32/float64, with ``s_vec`` of the same dtype (other element-wise terms take the
+    PyTorch form)."""
     from rtrl_rl.models.cells import ELSTMTerms
 
-    return isinstance(terms, ELSTMTerms) and terms.z.device.type == "cpu" and (
-        terms.z.dtype in _KERNEL_DTYPES)
+    if not (pairs or isinstance(terms, ELSTMTerms)):
+        return False
+    t = terms.a if pairs else terms.z
+    return t.device.type == "cpu" and t.dtype in _KERNEL_DTYPES and s_vec_dtype == t.dtype
 
 
 def warm_up(dtype: torch.dtype = torch.float32) -> bool:
@@ -178,7 +176,7 @@ def _factors_numba_elstm(kernel, terms, first, s_vec):
     return pu.transpose(0, 1), p0, new_vec
 
 
-def _factors_numba_pairs(kernels, terms, first, s_vec):
+def _factors_numba_pairs(kernel, terms, first, s_vec):
     """The pair layers' factors by one numba sweep; ``pu`` is a ``[T, B, M, N, 2]`` view of
     ``[B, T, M, N, 2]`` storage, as for the eLSTM."""
     dtype = terms.a.dtype
@@ -188,9 +186,9 @@ def _factors_numba_pairs(kernels, terms, first, s_vec):
     pu = torch.empty(b, t_len, m, n, 2, dtype=dtype)
     p0 = torch.empty(b, n, 2, 2, dtype=dtype)
     new_vec = torch.empty(s_vec.shape, dtype=dtype)
-    kernels["pairs"](terms.a.contiguous().numpy(), u.numpy(), v.numpy(),
-                     (~first).to(dtype).contiguous().numpy(), s_vec.contiguous().numpy(),
-                     pu.numpy(), p0.numpy(), new_vec.numpy())
+    kernel(terms.a.contiguous().numpy(), u.numpy(), v.numpy(),
+           (~first).to(dtype).contiguous().numpy(), s_vec.contiguous().numpy(), pu.numpy(),
+           p0.numpy(), new_vec.numpy())
     return pu.transpose(0, 1), p0, new_vec
 
 

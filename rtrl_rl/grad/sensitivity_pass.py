@@ -67,9 +67,8 @@ def grad_and_update(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | Non
     For 2x2-block layers: s_mat ``[B, I, M, N, 2]``, g ``[B, N, 2]``, p0 ``[B, N, 2, 2]``
     (applied as a matrix to each unit's pair), pu ``[T, B, M, N, 2]``, and acc
     ``[I, M, N, 2]``."""
-    set_threads()
-    b, i, m, n = s_mat.shape[:4]
-    dtype = s_mat.dtype
+    _set_threads()
+    b, dtype = s_mat.shape[0], s_mat.dtype
     acc = torch.zeros(s_mat.shape[1:], dtype=dtype)
     mode = 0 if p0 is None else 1 if pu is None else 2
     g = g.to(dtype).contiguous()
@@ -92,7 +91,7 @@ def grad_and_update(s_mat: torch.Tensor, g: torch.Tensor, p0: torch.Tensor | Non
     return acc
 
 
-def set_threads() -> None:
+def _set_threads() -> None:
     """Give the kernels as many threads as torch has (within numba's pool)."""
     import numba
 
@@ -190,9 +189,9 @@ def _pass(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by nu
 def _pass_pairs(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled by numba)
     """``_pass`` for 2x2-block layers: s ``[B, I, M, N, 2]``, g ``[B, N, 2]``, p0
     ``[B, 2, 2, N]`` (units last, so that its loads are contiguous), acc ``[I, M, N, 2]``,
-    pu ``[B, T, M*N*2]``. The gradient runs over
-    each row's ``N*2`` reals as one contiguous loop, the 2x2 products in a loop of their
-    own (one loop mixing both did not vectorise: 2x slower)."""
+    pu ``[B, T, M*N*2]``. The gradient runs over each row's ``N*2`` reals as one contiguous
+    loop, the 2x2 products in a loop of their own (one loop mixing both did not vectorise:
+    2x slower)."""
     b_len, i_len, m_len, n_len = s.shape[0], s.shape[1], s.shape[2], s.shape[3]
     n2 = 2 * n_len
     flat = s.reshape(b_len, i_len, m_len * n2)
