@@ -39,6 +39,8 @@ from rtrl_rl.runners.placement import LearnerInference, WorkerInference
 log = logging.getLogger(__name__)
 #: A worker that dies this many times in a row without delivering a rollout stops the run.
 MAX_FAILED_STARTS = 10
+#: A worker silent since its start is restarted after max(worker_timeout_s, this) seconds.
+STARTUP_S = 60.0
 
 
 def _exit_reason(code: int | None) -> str:
@@ -84,6 +86,7 @@ class AsyncRunner:
         self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
         self._died_at: dict[int, float] = {}
         self._heard = [0.0] * n  # when each worker last sent something (or was started)
+        self._spoke = [False] * n  # whether it sent anything since its last start
         self._crash_after = dict(crash_after or {})
         try:
             for w in range(n):
@@ -110,7 +113,7 @@ class AsyncRunner:
         proc.start()
         theirs.close()  # the worker holds the only other end: EOF tells either side
         self.procs[w], self.conns[w] = proc, ours
-        self._heard[w] = time.monotonic()
+        self._heard[w], self._spoke[w] = time.monotonic(), False
 
     def _restart(self, w: int, why: str) -> None:
         self.restarts += 1
@@ -152,7 +155,7 @@ class AsyncRunner:
         try:
             while conn.poll(0):
                 msg = conn.recv()
-                self._heard[w] = time.monotonic()
+                self._heard[w], self._spoke[w] = time.monotonic(), True
                 if msg[0] == "error":
                     self._restart(w, msg[1].strip().splitlines()[-1])
                     return
@@ -205,12 +208,15 @@ class AsyncRunner:
             self._restart(w, "policy inference restarted")
 
     def _restart_silent(self) -> None:
-        """Kill and restart each worker the learner waits for that has been silent too long."""
-        limit = self.cfg.runner.worker_timeout_s
+        """Kill and restart each worker the learner waits for that has been silent too long.
+        A worker that has not spoken since it started gets at least ``STARTUP_S``: spawning
+        and importing torch takes seconds on a loaded machine, and is not a hang."""
+        timeout = self.cfg.runner.worker_timeout_s
         now = time.monotonic()
         for w in range(self.num_workers):
             waited = any(not self.pending[u] for u in self._units(w))  # a group it lacks
-            if limit and waited and now - self._heard[w] > limit:
+            limit = timeout if self._spoke[w] else max(timeout, STARTUP_S)
+            if timeout and waited and now - self._heard[w] > limit:
                 self._restart(w, f"alive but silent for {now - self._heard[w]:.0f} s")
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:

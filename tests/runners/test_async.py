@@ -15,7 +15,7 @@ from rtrl_rl.algos.learner import Learner
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
-from rtrl_rl.runners.async_runner import AsyncRunner
+from rtrl_rl.runners.async_runner import STARTUP_S, AsyncRunner
 from tests.runners.helpers import make_cfg
 
 ASYNC = ["runner=async", "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
@@ -216,11 +216,15 @@ def test_a_stuck_worker_is_killed_and_restarted(tmp_path, inference):
             runner.next_rollout(0)
         stuck = runner.procs[0]
         os.kill(stuck.pid, signal.SIGSTOP)
-        t0 = time.time()
-        while not runner.restarts:
+        heard, t0 = runner._heard[0], time.monotonic()
+        restarts, restart = [], runner._restart
+        runner._restart = lambda w, why: (restarts.append((w, time.monotonic(), why)),
+                                          restart(w, why))
+        while runner.procs[0] is stuck:
             rollout, _ = runner.next_rollout(0)
-        assert 3 <= time.time() - t0 < 30
-        assert runner.procs[0].pid != stuck.pid and not stuck.is_alive()
+        w, when, why = restarts[0]
+        assert w == 0 and "silent" in why and 3 <= when - heard and when - t0 < 30
+        assert not stuck.is_alive()
         for _ in range(3):
             rollout, _ = runner.next_rollout(0)
             assert rollout.stream_ids.tolist() == [0, 1, 2, 3]
@@ -245,8 +249,35 @@ def test_a_silent_worker_with_one_group_delivered_is_still_restarted(tmp_path):
         runner._poll(0.0)
         runner.pending[0].append((0, 0, []))  # group 0 of worker 0: delivered
         runner.pending[1].clear()  # group 1: nothing
+        before = runner.restarts
         runner._heard[0] = time.monotonic() - 10
         runner._restart_silent()
+        assert runner.restarts == before + 1
+    finally:
+        runner.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_still_starting_gets_the_startup_allowance(tmp_path):
+    """Silent since its start (spawning, importing torch on a loaded machine) is not a hang
+    until STARTUP_S; once it has spoken, worker_timeout_s applies."""
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3", "runner.inference=worker")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    try:
+        for u in range(len(runner.pending)):
+            runner.pending[u].clear()
+        runner._spoke[0] = False
+        runner._heard[0] = time.monotonic() - 10  # silent 10 s since its start
+        runner._restart_silent()
+        assert runner.restarts == 0
+        runner._heard[0] = time.monotonic() - STARTUP_S - 1
+        runner._restart_silent()
         assert runner.restarts == 1
+        runner._spoke[0] = True  # the new one has spoken, then fell silent
+        runner._heard[0] = time.monotonic() - 10
+        runner._restart_silent()
+        assert runner.restarts == 2
     finally:
         runner.close()
