@@ -11,8 +11,10 @@ product; 1 for the last step), the end-of-chunk update needs
 ``[T, B, N]`` tensors, most of them the step-by-step sweep for ``P``, after the eLSTM's
 terms took another 8. For eLSTM terms on the CPU, a numba kernel computes the terms and all
 of the above in one pass over ``c_prev, z, f`` (measured 0.33 ms against 0.3 + 1.2 ms at
-B=32, T=50, N=256, float32). The PyTorch form serves every other case (CUDA, other
-element-wise cells, no numba) and is the kernel's test oracle.
+B=32, T=50, N=256, float32). On CUDA, Triton kernels do the same sweeps
+(``rtrl_rl.grad.factors_triton``) where triton is installed (it comes with PyTorch's CUDA
+builds). The PyTorch form serves every other case (other element-wise cells, no numba or
+triton) and is the kernels' test oracle.
 
 For layers with 2 reals per unit (``PairTerms``), ``g_t`` and ``P_s`` are 2x2 matrices per
 unit (``P_s = g_{T-1} ... g_{s+1}``, in that order), products with them are matrix products,
@@ -45,12 +47,17 @@ def chunk_factors(
 
     terms: ``[T, B, N]`` each, matrix keys in order ``j = 0..M-1``; first: ``[T, B]`` bool;
     s_vec: ``[B, V, N]`` vector sensitivities at the chunk's start, in ``terms.vector``
-    order. backend: ``auto`` (the numba kernel where it applies), ``torch`` or ``numba``
-    (the kernel or an error).
+    order. backend: ``auto`` (numba on the CPU, Triton on CUDA, where they apply),
+    ``torch``, ``numba`` or ``triton`` (that kernel or an error).
     """
-    if backend not in ("auto", "torch", "numba"):
-        raise ValueError(f"backend must be auto, torch or numba, not {backend!r}")
+    if backend not in ("auto", "torch", "numba", "triton"):
+        raise ValueError(f"backend must be auto, torch, numba or triton, not {backend!r}")
     pairs = getattr(terms, "block", 1) == 2
+    lead = terms.a if pairs else terms.z if _is_elstm(terms) else None
+    if backend == "triton" or (backend == "auto" and lead is not None and lead.is_cuda):
+        sweeps = _triton(lead, s_vec.dtype, required=backend == "triton")
+        if sweeps is not None:
+            return (sweeps.pair_factors if pairs else sweeps.elstm_factors)(terms, first, s_vec)
     usable = _kernel_takes(terms, pairs, s_vec.dtype)
     if backend == "numba" and not usable:
         raise ValueError("the numba kernels take eLSTM terms or 2x2-block terms as CPU "
@@ -65,13 +72,39 @@ def chunk_factors(
             else _factors_torch(terms, first, s_vec))
 
 
+def _is_elstm(terms) -> bool:
+    from rtrl_rl.models.cells import ELSTMTerms
+
+    return isinstance(terms, ELSTMTerms)
+
+
+def _triton(lead: torch.Tensor | None, s_vec_dtype: torch.dtype, required: bool):
+    """``rtrl_rl.grad.factors_triton`` if its kernels take these terms (eLSTM or 2x2-block,
+    on CUDA or interpreted, float32/float64 like ``s_vec``); else None, or an error when
+    the Triton backend was asked for."""
+    if lead is None:
+        why = "the Triton kernels take eLSTM terms or 2x2-block terms"
+    else:
+        try:
+            from rtrl_rl.grad import factors_triton
+        except ImportError:
+            if required:
+                raise ImportError("backend='triton' needs the triton package") from None
+            return None
+        if factors_triton.usable(lead) and lead.dtype == s_vec_dtype:
+            return factors_triton
+        why = ("the Triton kernels take CUDA float32/float64 tensors (any device with "
+               "TRITON_INTERPRET=1)")
+    if required:
+        raise ValueError(why)
+    return None
+
+
 def _kernel_takes(terms, pairs: bool, s_vec_dtype: torch.dtype) -> bool:
     """Whether a numba sweep exists for ``terms``: eLSTM or 2x2-block terms on the CPU in
     float32/float64, with ``s_vec`` of the same dtype (other element-wise terms take the
     PyTorch form)."""
-    from rtrl_rl.models.cells import ELSTMTerms
-
-    if not (pairs or isinstance(terms, ELSTMTerms)):
+    if not (pairs or _is_elstm(terms)):
         return False
     t = terms.a if pairs else terms.z
     return t.device.type == "cpu" and t.dtype in _KERNEL_DTYPES and s_vec_dtype == t.dtype
