@@ -15,8 +15,10 @@ For a chunk starting from the carried cell ``c_0`` and sensitivities ``S_0``:
    ``[B, I, T] @ [B, T, M*N]``: the carried sensitivities are stored ``[B, I, M, N]``, a
    layout in which that matmul ran 25% faster on CPU than ``[B, M*N, T] @ [B, T, I]``.
    The small factors ``P_s * u_s``, ``P_0`` and the vector sensitivities come from
-   ``rtrl_rl.grad.factors`` (one fused pass on CPU); on the CPU the update itself is one
-   pass of ``rtrl_rl.grad.sensitivity_pass``'s kernel for chunks of up to 32 steps.
+   ``rtrl_rl.grad.factors`` (one fused sweep: numba on the CPU, Triton on CUDA); on the
+   CPU the update itself is one pass of ``rtrl_rl.grad.sensitivity_pass``'s kernel for
+   chunks of up to 32 steps; on CUDA the gradient and the ``P_0`` scaling share one Triton
+   pass (``rtrl_rl.grad.sensitivity_triton``) before one ``baddbmm_``.
 
 Both steps read ``S_0`` (17 MB at B=32, I=257, N=256), and the update is memory-bound, so
 the update is computed inside the injection's backward, a block of streams at a time, right
@@ -40,6 +42,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from torch.autograd.graph import increment_version
 
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import sensitivity_pass
@@ -81,16 +84,18 @@ class _Update:
             self._matmul(lo, hi)
         self.upto = hi
 
-    def with_grad(self, g: torch.Tensor) -> torch.Tensor:
+    def with_grad(self, g: torch.Tensor, kernels) -> torch.Tensor:
         """The injection's ``acc = sum_b S_0[b] * g[b]`` ``[I, M, N]`` and the whole update,
-        by the CPU kernel (``sensitivity_pass``): in its one pass for short chunks, else the
-        gradient and the scaling there and then one whole-batch matmul."""
+        by a fused kernel module (``_fused_kernels``). On the CPU: in one pass for short
+        chunks, else the gradient and the scaling there and then one whole-batch matmul;
+        on CUDA: the gradient and the scaling in Triton, then the matmul."""
         assert self.upto == 0
         with torch.no_grad():
-            if self.x.shape[0] <= sensitivity_pass.ONE_PASS_MAX_T:
+            if kernels is sensitivity_pass and (
+                    self.x.shape[0] <= sensitivity_pass.ONE_PASS_MAX_T):
                 acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0, self.x, self.pu)
             else:
-                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0)
+                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)
                 self._matmul(0, self.s_mat.shape[0])
         self.upto = self.s_mat.shape[0]
         return acc
@@ -156,9 +161,10 @@ class _Injection(torch.autograd.Function):
         # [B, ...] temporary; 2-3x faster than multiply-then-sum, bmm or einsum), each
         # updated right after it was read, while it is still in cache.
         g = g.view(s_vec.shape[0], *s_vec.shape[2:])  # [B, N(, K)]
-        if sensitivity_pass.usable(s_mat):
-            acc = (sensitivity_pass.grad_and_update(s_mat, g) if update is None
-                   else update.with_grad(g))
+        kernels = _fused_kernels(s_mat)
+        if kernels is not None:
+            acc = (_grad_and_scale(kernels, s_mat, g) if update is None
+                   else update.with_grad(g, kernels))
         else:
             acc = _blocked_backward(s_mat, g, update)
         g_vec = (s_vec * g[:, None]).sum(0)
@@ -166,6 +172,32 @@ class _Injection(torch.autograd.Function):
             acc, g_vec = acc.sum(-1), g_vec.sum(-1)
         g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
         return (None, None, None, *g_mat, *g_vec.unbind(0))
+
+
+def _fused_kernels(s_mat: torch.Tensor):
+    """The module whose fused kernels take ``s_mat``: ``sensitivity_pass`` (numba, CPU),
+    ``sensitivity_triton`` (CUDA, where triton is installed), or None (blocked PyTorch)."""
+    if sensitivity_pass.usable(s_mat):
+        return sensitivity_pass
+    if s_mat.is_cuda and s_mat.is_contiguous():
+        try:
+            from rtrl_rl.grad import factors_triton, sensitivity_triton
+        except ImportError:
+            return None
+        if factors_triton.usable(s_mat):
+            return sensitivity_triton
+    return None
+
+
+def _grad_and_scale(kernels, s_mat: torch.Tensor, g: torch.Tensor,
+                    p0: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_b s_mat[b] * g[b]`` and, with ``p0``, ``s_mat *= p0`` in the same pass."""
+    if kernels is sensitivity_pass:
+        return sensitivity_pass.grad_and_update(s_mat, g, p0)
+    acc = kernels.grad_and_scale(s_mat, g, p0)
+    if p0 is not None:
+        increment_version(s_mat)  # written behind autograd's back: a second backward fails
+    return acc
 
 
 def _blocked_backward(s_mat: torch.Tensor, g: torch.Tensor, update) -> torch.Tensor:

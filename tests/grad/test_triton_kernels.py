@@ -1,4 +1,5 @@
-"""The Triton sweeps of the RTRL chunk factors against their float64 definitions.
+"""The Triton kernels of the RTRL engine (the chunk factors' sweeps and the injection's
+pass over the sensitivities) against float64 definitions, and the engine running on them.
 
 Where triton is installed, the kernels run in Triton's interpreter on the CPU (a fresh
 process with ``TRITON_INTERPRET=1``: the switch is read when the kernels are defined);
@@ -94,15 +95,43 @@ def check_all(device: str) -> None:
            chunk_factors(cpu_terms, cpu_first, cpu_s, backend="torch"), 1e-12)
 
 
+def check_pass(device: str) -> None:
+    """The fused gradient-and-scaling pass against its definition, for eLSTM-shaped and
+    2x2-block sensitivities, with and without the scaling (float64; tiles with tails)."""
+    from rtrl_rl.grad.sensitivity_triton import grad_and_scale
+
+    g = torch.Generator().manual_seed(7)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    b, i, m, n = 3, 9, 2, 70
+    for pairs in (False, True):
+        k = (2,) if pairs else ()
+        s0, grad = r(b, i, m, n, *k), r(b, n, *k)
+        p0 = r(b, n, 2, 2) if pairs else r(b, n)
+        want_acc = (s0 * grad[:, None, None]).sum(0)
+        if pairs:
+            want_s = torch.einsum("bnkl,bimnl->bimnk", p0, s0)
+        else:
+            want_s = s0 * p0[:, None, None]
+        s = s0.to(device)
+        acc = grad_and_scale(s, grad.to(device))  # the gradient only
+        torch.testing.assert_close(acc.cpu(), want_acc, rtol=1e-12, atol=1e-12)
+        assert torch.equal(s.cpu(), s0)
+        acc = grad_and_scale(s, grad.to(device), p0.to(device))
+        torch.testing.assert_close(acc.cpu(), want_acc, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(s.cpu(), want_s, rtol=1e-12, atol=1e-12)
+
+
 def check_engine() -> None:
-    """Chunked RTRL with every factor sweep in Triton equals one BPTT pass over the whole
-    sequence (float64, every cell, whole batch and interleaved stream groups)."""
+    """Chunked RTRL on the Triton kernels alone (every factor sweep, and the injection's
+    pass) equals one BPTT pass over the whole sequence (float64, every cell, whole batch and
+    interleaved stream groups)."""
     import functools
 
-    from rtrl_rl.grad import rtrl
+    from rtrl_rl.grad import rtrl, sensitivity_triton
     from tests.grad import test_exactness_cells as cells
 
     rtrl.chunk_factors = functools.partial(chunk_factors, backend="triton")
+    rtrl._fused_kernels = lambda s_mat: sensitivity_triton
     for name in cells.CELLS:
         for groups in (None, cells.GROUPS):
             core = cells._core(name)
@@ -113,12 +142,13 @@ def check_engine() -> None:
 
 
 @needs_triton
-def test_triton_sweeps_match_the_definitions_in_the_interpreter():
+def test_triton_kernels_match_the_definitions_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
-        [sys.executable, "-c", "from tests.grad.test_factors_triton import check_all, "
-                               "check_engine; check_all('cpu'); check_engine(); print('ok')"],
+        [sys.executable, "-c", "from tests.grad.test_triton_kernels import check_all, "
+                               "check_engine, check_pass; check_all('cpu'); check_pass('cpu'); "
+                               "check_engine(); print('ok')"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
@@ -134,10 +164,11 @@ def test_triton_backend_errors_are_one_line():
 
 
 @pytest.mark.gpu
-def test_triton_sweeps_on_cuda_match_the_definitions():
+def test_triton_kernels_on_cuda_match_the_definitions():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     check_all("cuda")
+    check_pass("cuda")
 
 
 @pytest.mark.gpu
