@@ -182,7 +182,7 @@ def _import_hint(env_id: str) -> str:
 class DelayedRecallConfig:
     """Cue, ``delay`` blank steps (or uniform in ``[delay, delay_max]``), query; name the cue.
     ``distractors``: random cue-like observations instead of blanks; ``dense_reward``: score
-    every action, ``1 / (D + 2)`` each."""
+    every action, ``1 / (D + 2)`` each; ``cue_flag``: an input column marking the cue."""
 
     family: ClassVar[str] = "delayed_recall"
     num_cues: int = 4
@@ -190,6 +190,7 @@ class DelayedRecallConfig:
     delay_max: int | None = None
     distractors: bool = False
     dense_reward: bool = False
+    cue_flag: bool = False
 
     def check(self) -> None:
         _require(self.num_cues >= 2, "num_cues", f"must be >= 2, got {self.num_cues}")

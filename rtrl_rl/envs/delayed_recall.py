@@ -11,8 +11,9 @@ The episode ends with the query action; the same ``step`` returns the next episo
 ``first = 1`` (``base.py``'s convention). Actions before the query are ignored. A uniformly
 random policy earns ``(1 - (K - 1)) / K`` per episode (-0.5 for ``K = 4``).
 
-Observation ``float32 [B, K + 1]``: columns ``0 .. K-1`` are the one-hot cue (non-zero only on
-the episode's first observation), column ``K`` is the query flag. Blank steps are all zeros.
+Observation ``float32 [B, K + 1]`` (``[B, K + 2]`` with ``cue_flag``): columns ``0 .. K-1``
+are the one-hot cue (non-zero only on the episode's first observation), column ``K`` is the
+query flag, column ``K + 1`` the cue flag. Blank steps are all zeros.
 
 Harder variants (both off by default):
 
@@ -21,6 +22,11 @@ Harder variants (both off by default):
   close its memory after it (POPGym's RepeatFirst is this task with a dense reward).
 - ``dense_reward``: every action is scored, ``(+1 if action == c else -1) / (D + 2)``, so an
   episode's return is still in ``[-1, 1]`` and a random policy still earns -0.5 for K = 4.
+- ``cue_flag``: one more column, 1 on the cue's observation only, so that which observation
+  to store is in the input and not only in the episode start. With distractors the cue is
+  then the flagged one: a gated cell can open its memory on the flag and must hold it
+  closed through the delay (the classic gated-recall form), where a linear recurrence
+  cannot gate at all.
 
 Randomness: one seeded ``torch.Generator``. Every ``step`` draws a new cue (and delay, when
 ``delay_max`` is set) for all ``B`` streams and uses the draws of the streams whose episode just
@@ -48,8 +54,10 @@ class DelayedRecallEnv:
         self.delay_min = cfg.delay
         self.delay_max = cfg.delay if cfg.delay_max is None else cfg.delay_max
         self.distractors, self.dense_reward = cfg.distractors, cfg.dense_reward
+        self.cue_flag = cfg.cue_flag
         self.spec = EnvSpec(
-            obs_shape=(cfg.num_cues + 1,), obs_dtype=torch.float32, num_actions=cfg.num_cues,
+            obs_shape=(cfg.num_cues + 1 + int(cfg.cue_flag),), obs_dtype=torch.float32,
+            num_actions=cfg.num_cues,
             num_envs=num_envs,
         )
         self._seeds = SeedStream(seed, split)
@@ -73,7 +81,9 @@ class DelayedRecallEnv:
     def _obs(self) -> torch.Tensor:
         """``float32 [B, K + 1]`` for the current ``(t, cue, delay)``."""
         b, k = self.spec.num_envs, self.num_cues
-        obs = torch.zeros(b, k + 1, dtype=torch.float32)
+        obs = torch.zeros(b, k + 1 + int(self.cue_flag), dtype=torch.float32)
+        if self.cue_flag:
+            obs[:, k + 1] = (self._t == 0).to(torch.float32)
         shown, visible = self._cue, self._t == 0
         if self.distractors:
             during = (self._t >= 1) & (self._t <= self._delay)

@@ -16,9 +16,9 @@ class ReferenceDelayedRecall:
     per observation)."""
 
     def __init__(self, k: int, d_min: int, d_max: int, b: int, seed: int,
-                 distractors: bool = False, dense: bool = False) -> None:
+                 distractors: bool = False, dense: bool = False, flag: bool = False) -> None:
         self.k, self.d_min, self.d_max, self.b = k, d_min, d_max, b
-        self.distractors, self.dense = distractors, dense
+        self.distractors, self.dense, self.flag = distractors, dense, flag
         self.gen = torch.Generator().manual_seed(derive_seed(seed, "train", 0))
         cues, delays = self._draw()
         self.streams = [{"t": 0, "cue": cues[i], "delay": delays[i], "ret": 0.0, "len": 0}
@@ -41,9 +41,11 @@ class ReferenceDelayedRecall:
         return [self.obs(s, v) for s, v in zip(self.streams, self.noise, strict=True)]
 
     def obs(self, s, noise=None):
-        row = [0.0] * (self.k + 1)
+        row = [0.0] * (self.k + 1 + self.flag)
         if s["t"] == 0:
             row[s["cue"]] = 1.0
+            if self.flag:
+                row[self.k + 1] = 1.0
         elif noise is not None and s["t"] <= s["delay"]:
             row[noise] = 1.0
         if s["t"] == s["delay"] + 1:
@@ -75,17 +77,18 @@ class ReferenceDelayedRecall:
         return out
 
 
-@pytest.mark.parametrize("delay, delay_max, distractors, dense", [
-    (0, None, False, False), (3, None, False, False), (2, 7, False, False),
-    (3, None, True, False), (2, 7, True, True), (4, None, False, True)])
-def test_matches_the_reference_loop(delay, delay_max, distractors, dense):
+@pytest.mark.parametrize("delay, delay_max, distractors, dense, flag", [
+    (0, None, False, False, False), (3, None, False, False, False),
+    (2, 7, False, False, False), (3, None, True, False, False), (2, 7, True, True, False),
+    (4, None, False, True, False), (3, None, True, False, True), (0, 4, False, False, True)])
+def test_matches_the_reference_loop(delay, delay_max, distractors, dense, flag):
     b, k, steps = 6, 3, 60
     env = make_env({"family": "delayed_recall", "num_cues": k, "delay": delay,
                     "delay_max": delay_max, "distractors": distractors,
-                    "dense_reward": dense}, b, seed=11)
-    assert isinstance(env, VecEnv)
+                    "dense_reward": dense, "cue_flag": flag}, b, seed=11)
+    assert isinstance(env, VecEnv) and env.spec.obs_shape == (k + 1 + flag,)
     ref = ReferenceDelayedRecall(k, delay, delay if delay_max is None else delay_max, b, seed=11,
-                                 distractors=distractors, dense=dense)
+                                 distractors=distractors, dense=dense, flag=flag)
     ts = env.reset()
     assert ts.obs.tolist() == ref.observations()
     act_gen = torch.Generator().manual_seed(0)
