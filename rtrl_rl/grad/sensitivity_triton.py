@@ -23,13 +23,18 @@ BLOCK_R, BLOCK_N = 16, 64
 
 
 @triton.jit
+def _tile(R, N, BR: tl.constexpr, BN: tl.constexpr):
+    """This program's rows ``[BR, 1]`` and units ``[1, BN]``, and which of them exist."""
+    r = tl.program_id(0) * BR + tl.arange(0, BR)[:, None]
+    n = tl.program_id(1) * BN + tl.arange(0, BN)[None, :]
+    return r, n, n < N, (r < R) & (n < N)
+
+
+@triton.jit
 def _grad_scale(s, g, p0, acc, B, R, N, SCALE: tl.constexpr, BR: tl.constexpr,
                 BN: tl.constexpr):
     """s ``[B, R, N]`` (R = I * M), g and p0 ``[B, N]``, acc ``[R, N]``."""
-    r = tl.program_id(0) * BR + tl.arange(0, BR)[:, None]
-    n = tl.program_id(1) * BN + tl.arange(0, BN)[None, :]
-    live_n = n < N
-    live = (r < R) & live_n
+    r, n, live_n, live = _tile(R, N, BR, BN)
     total = tl.zeros([BR, BN], dtype=s.dtype.element_ty)
     for b in range(0, B):
         at = (b * R + r) * N + n
@@ -44,10 +49,7 @@ def _grad_scale(s, g, p0, acc, B, R, N, SCALE: tl.constexpr, BR: tl.constexpr,
 def _grad_scale_pairs(s, g, p0, acc, B, R, N, SCALE: tl.constexpr, BR: tl.constexpr,
                       BN: tl.constexpr):
     """s ``[B, R, N, 2]``, g ``[B, N, 2]``, p0 ``[B, N, 2, 2]``, acc ``[R, N, 2]``."""
-    r = tl.program_id(0) * BR + tl.arange(0, BR)[:, None]
-    n = tl.program_id(1) * BN + tl.arange(0, BN)[None, :]
-    live_n = n < N
-    live = (r < R) & live_n
+    r, n, live_n, live = _tile(R, N, BR, BN)
     total0 = tl.zeros([BR, BN], dtype=s.dtype.element_ty)
     total1 = tl.zeros([BR, BN], dtype=s.dtype.element_ty)
     for b in range(0, B):
