@@ -24,6 +24,7 @@ failures.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -56,10 +57,11 @@ class Mutation:
     edits: tuple[Edit, ...]
     tests: tuple[str, ...]  # pytest node ids or files, relative to the repo root
     timeout_caught: bool = False  # a hang is this bug's natural symptom
+    requires: str = ""  # a module its tests need (they skip without it): else not run
 
 
 def mut(id_: str, file: str, old: str, new: str, description: str, *tests: str,
-        **kw: bool) -> Mutation:
+        **kw) -> Mutation:
     """A mutation made of one edit."""
     return Mutation(id_, description, (Edit(file, old, new),), tests, **kw)
 
@@ -83,6 +85,7 @@ PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_ce
 
 PPO_TESTS = "tests/algos/test_ppo.py"
 RANKS_TESTS = "tests/runners/test_distributed.py"
+TRITON = "tests/grad/test_triton_kernels.py"
 DIST_EQUAL = (f"{RANKS_TESTS}::"
               "test_two_ranks_step_like_one_process_over_the_union_of_their_streams")
 DIST_RESUME = f"{RANKS_TESTS}::test_two_rank_resume_is_bit_for_bit_and_needs_the_same_world_size"
@@ -246,9 +249,9 @@ MUTATIONS: list[Mutation] = [
         "RTRL factor kernel, 2x2 blocks: the running product takes the wrong entry",
         "tests/grad/test_factors.py"),
     mut("P10", "rtrl_rl/grad/rtrl.py",
-        "                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0)\n"
+        "                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)\n"
         "                self._matmul(0, self.s_mat.shape[0])\n",
-        "                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0)\n",
+        "                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)\n",
         "RTRL CPU kernel, long chunks: the rank-T matmul after the scaling pass skipped",
         "tests/grad/test_exactness.py"),
     mut("F10", "rtrl_rl/resume.py",
@@ -316,6 +319,20 @@ MUTATIONS: list[Mutation] = [
         "tests/runners/test_launch.py::test_rtrl_train_starts_its_own_ranks"),
     mut("R5", "rtrl_rl/algos/learner.py", "            self.combine_grads(self.params)",
         "            pass", "ranks: each rank steps on its own gradient", DIST_EQUAL),
+    # Triton kernels (caught where triton is installed: in the interpreter, or on CUDA)
+    mut("K1", "rtrl_rl/grad/factors_triton.py", "pz, pf = p * zeta, p * phi",
+        "pz, pf = p * zeta, p * zeta", "Triton eLSTM sweep: the W_f terms use zeta",
+        TRITON, requires="triton"),
+    mut("K2", "rtrl_rl/grad/factors_triton.py", "q00 * g01 + q01 * g11,",
+        "q00 * g01 + q01 * g10,", "Triton pair sweep: a wrong entry of P_s g_s", TRITON,
+        requires="triton"),
+    mut("K3", "rtrl_rl/grad/sensitivity_triton.py", "p10 * x0 + p11 * x1",
+        "p10 * x0 + p01 * x1", "Triton pass: a wrong entry of the 2x2 decay", TRITON,
+        requires="triton"),
+    mut("K4", "rtrl_rl/grad/rtrl.py", "    acc = kernels.grad_and_scale(s_mat, g, p0)",
+        "    acc = kernels.grad_and_scale(s_mat, g, None)",
+        "RTRL on CUDA: the carried sensitivities are not decayed by P_0", TRITON,
+        requires="triton"),
 ]
 
 
@@ -436,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [i for i in ids if i not in by_id]:
         ap.error(f"unknown mutation ids {unknown}; known: {', '.join(by_id)}")
     selected = [by_id[i] for i in ids]
+    missing = [m.id for m in selected if m.requires and not args.list
+               and importlib.util.find_spec(m.requires) is None]
+    if missing:
+        print(f"not run (their tests skip without a module): {', '.join(missing)}",
+              file=sys.stderr)
+        selected = [m for m in selected if m.id not in missing]
 
     def row(m: Mutation, result: str, seconds: str = "") -> list[str]:
         files = ", ".join(dict.fromkeys(e.file.removeprefix("rtrl_rl/") for e in m.edits))
