@@ -174,6 +174,18 @@ def test_memory_scan_preset_budgets(delay, frames, forget_bias):
     assert params.method == "rtrl_t10,bptt_t10,bptt_t100" and params.seed == "0,1,2"
 
 
+def test_gated_recall_preset_is_the_run_behind_the_readme_table():
+    cfg = composed("experiment=gated_recall")
+    assert (cfg.env.delay, cfg.env.distractors, cfg.env.cue_flag) == (30, True, True)
+    assert cfg.model.core == "elstm" and cfg.model.hidden_size == 64
+    assert cfg.runner.total_frames == 12_000_000 and cfg.runner.unroll == 10
+    params = cfg.hydra.sweeper.params
+    assert params.method == "rtrl_t10,bptt_t10" and params.seed == "0,1,2"
+    job = OmegaConf.to_container(cfg)
+    job.pop("hydra")
+    assert validate({**job, "run_dir": "x"}).env["cue_flag"] is True
+
+
 def test_slurm_multinode_preset_runs_one_torchrun_task_per_node():
     cfg = composed("+sweep=slurm_multinode")
     launcher = cfg.hydra.launcher
