@@ -79,7 +79,8 @@ class DelayedRecallEnv:
         return cue, delay
 
     def _obs(self) -> torch.Tensor:
-        """``float32 [B, K + 1]`` for the current ``(t, cue, delay)``."""
+        """``float32 [B, K + 1]`` (``[B, K + 2]`` with the cue flag) for the current
+        ``(t, cue, delay)``."""
         b, k = self.spec.num_envs, self.num_cues
         obs = torch.zeros(b, k + 1 + int(self.cue_flag), dtype=torch.float32)
         if self.cue_flag:

@@ -25,6 +25,7 @@ against 14.6 ms for the PyTorch form, most of which is ``T`` steps of small 2x2 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,17 @@ def _is_elstm(terms) -> bool:
     return isinstance(terms, ELSTMTerms)
 
 
+@functools.cache
+def triton_modules():
+    """``(factors_triton, sensitivity_triton)``, or None where triton does not import.
+    Looked up once: the RTRL engine asks on every chunk."""
+    try:
+        from rtrl_rl.grad import factors_triton, sensitivity_triton
+    except ImportError:
+        return None
+    return factors_triton, sensitivity_triton
+
+
 def _triton(lead: torch.Tensor | None, s_vec_dtype: torch.dtype, required: bool):
     """``rtrl_rl.grad.factors_triton`` if its kernels take these terms (eLSTM or 2x2-block,
     on CUDA or interpreted, float32/float64 like ``s_vec``); else None, or an error when
@@ -85,14 +97,13 @@ def _triton(lead: torch.Tensor | None, s_vec_dtype: torch.dtype, required: bool)
     if lead is None:
         why = "the Triton kernels take eLSTM terms or 2x2-block terms"
     else:
-        try:
-            from rtrl_rl.grad import factors_triton
-        except ImportError:
+        modules = triton_modules()
+        if modules is None:
             if required:
-                raise ImportError("backend='triton' needs the triton package") from None
+                raise ImportError("backend='triton' needs the triton package")
             return None
-        if factors_triton.usable(lead) and lead.dtype == s_vec_dtype:
-            return factors_triton
+        if modules[0].usable(lead) and lead.dtype == s_vec_dtype:
+            return modules[0]
         why = ("the Triton kernels take CUDA float32/float64 tensors (any device with "
                "TRITON_INTERPRET=1)")
     if required:

@@ -47,7 +47,7 @@ from torch.autograd.graph import increment_version
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import sensitivity_pass
 from rtrl_rl.grad.base import TemporalGrad
-from rtrl_rl.grad.factors import chunk_factors, warm_up
+from rtrl_rl.grad.factors import chunk_factors, triton_modules, warm_up
 from rtrl_rl.models.cells import Core
 
 log = logging.getLogger(__name__)
@@ -179,13 +179,9 @@ def _fused_kernels(s_mat: torch.Tensor):
     ``sensitivity_triton`` (CUDA, where triton is installed), or None (blocked PyTorch)."""
     if sensitivity_pass.usable(s_mat):
         return sensitivity_pass
-    if s_mat.is_cuda and s_mat.is_contiguous():
-        try:
-            from rtrl_rl.grad import factors_triton, sensitivity_triton
-        except ImportError:
-            return None
-        if factors_triton.usable(s_mat):
-            return sensitivity_triton
+    modules = triton_modules() if s_mat.is_cuda and s_mat.is_contiguous() else None
+    if modules is not None and modules[0].usable(s_mat):
+        return modules[1]
     return None
 
 
