@@ -21,7 +21,7 @@ import torch
 
 from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, guarded, take_messages, wait_briefly
+from rtrl_rl.runners.async_worker import LearnerGone, Waiter, guarded, take_messages
 from rtrl_rl.runners.inference import REPLY, REQUEST, SPIN_S
 
 #: Rollout fields an env group writes; the server writes action, logits, core_state and
@@ -129,8 +129,9 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
             slot = free[g].pop(0)
             _request(h, g, *groups[g].start(h.seed + 104729 * g, h.slots[g][slot], slot))
         stalled: set[int] = set()  # complete groups waiting for a free slot
+        waiter = Waiter([h.conn, h.step_conn], SPIN_S)
         while True:
-            ready = wait_briefly([h.conn, h.step_conn], 0.5, SPIN_S)
+            ready = waiter.wait(0.5)
             if h.conn in ready or stalled or not ready:  # freed slots, stop, or a check
                 take_messages(h.conn, free, parent, 0.0)
             replied = []

@@ -33,7 +33,7 @@ import torch
 
 from rtrl_rl.models.traced import traced_step
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, guarded, wait_briefly
+from rtrl_rl.runners.async_worker import LearnerGone, Waiter, guarded
 from rtrl_rl.runners.weights import WeightBoard
 
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
@@ -130,9 +130,9 @@ class InferenceServer:
     def serve_forever(self, conns: list, control, parent: int) -> None:
         """Serve the workers' step pipes until the learner says stop or is gone."""
         owner = {c: w for w, c in enumerate(conns)}
-        watched = [*conns, control]
+        waiter = Waiter([*conns, control], SPIN_S)
         while True:
-            ready = wait_briefly(watched, 0.5, SPIN_S)
+            ready = waiter.wait(0.5)
             if os.getppid() != parent:
                 raise LearnerGone
             if control in ready:

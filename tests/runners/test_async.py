@@ -16,6 +16,7 @@ from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.runners.async_runner import STARTUP_S, AsyncRunner
+from rtrl_rl.runners.async_worker import Waiter
 from tests.runners.helpers import make_cfg
 
 ASYNC = ["runner=async", "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
@@ -237,7 +238,8 @@ def test_a_stuck_worker_is_killed_and_restarted(tmp_path, inference):
 def test_a_silent_worker_with_one_group_delivered_is_still_restarted(tmp_path):
     """Two env groups per worker: a worker whose one group has a rollout waiting but whose
     other group has none, and that is silent, is still one the learner waits for."""
-    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3", "runner.inference=learner")
+    cfg = make_cfg(tmp_path, *ASYNC, "runner.worker_timeout_s=3", "runner.inference=learner",
+                   "runner.env_groups=2")
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
@@ -281,3 +283,23 @@ def test_a_worker_still_starting_gets_the_startup_allowance(tmp_path):
         assert runner.restarts == 2
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("spin_s", [0.0, 0.001])
+def test_waiter_returns_ready_and_closed_connections_and_times_out(spin_s):
+    """The waiter names exactly the connections with data or a closed far end, and returns
+    none once the timeout has passed with nothing to read."""
+    import multiprocessing as mp
+
+    (a, a_far), (b, b_far) = mp.Pipe(), mp.Pipe()
+    waiter = Waiter([a, b], spin_s)
+    t0 = time.perf_counter()
+    assert waiter.wait(0.05) == []
+    assert time.perf_counter() - t0 >= 0.04
+    b_far.send_bytes(b"x")
+    assert waiter.wait(0.5) == [b]
+    b.recv_bytes()
+    a_far.close()
+    assert waiter.wait(0.5) == [a]
+    with pytest.raises(EOFError):
+        a.recv_bytes()

@@ -20,7 +20,8 @@ import pytest
     ("runner=async runner.num_envs=5 runner.num_workers=2", "divisible by runner.num_workers"),
     ("run_dir=/proc/nope", "run_dir /proc/nope: cannot use it"),
     ("runner.batch_size=16", "runner.batch_size: 16 < runner.num_envs needs runner=async"),
-    ("runner=async runner.inference=learner runner.num_workers=4 runner.batch_size=6",
+    ("runner=async runner.inference=learner runner.env_groups=2 runner.num_workers=4 "
+     "runner.batch_size=6",
      "runner.batch_size: must be a multiple of the 4 streams of one env group"),
     ("runner=async runner.num_workers=4 runner.batch_size=12",  # auto: worker on a CPU
      "runner.batch_size: must be a multiple of the 8 streams of one worker"),

@@ -108,14 +108,30 @@ def test_both_placements_cut_the_same_rollouts():
     assert sorted(got_eps) == sorted(want_eps) and want_eps
 
 
+@pytest.mark.parametrize("device,groups", [("cpu", 1), ("cuda", 2)])
+def test_env_groups_default_double_buffers_only_a_cuda_learner(tmp_path, device, groups):
+    """``runner.env_groups=0`` resolves to two groups (double buffering) with the learner
+    on CUDA and one on the CPU; an explicit value is kept, and with inference in the
+    workers there is one group per worker whatever the setting."""
+    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner", f"device={device}")
+    assert cfg.runner.env_groups == groups and cfg.runner.groups_per_worker == groups
+    assert cfg.runner.group_size == cfg.runner.num_envs // cfg.runner.num_workers // groups
+    other = 3 - groups
+    kept = make_cfg(tmp_path, "runner=async", "runner.inference=learner", f"device={device}",
+                    f"runner.env_groups={other}")
+    assert kept.runner.groups_per_worker == other
+    worker = make_cfg(tmp_path, "runner=async", "runner.inference=worker", f"device={device}")
+    assert worker.runner.groups_per_worker == 1
+
+
 @pytest.mark.timeout(120)
 def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
     """2 workers x 2 groups, weights never republished: per stream, rollouts tile time,
     ``core_state`` is the state before entry 0, and re-unrolling gives the logits acted
     with; the batching metrics show more than one group per policy step on average."""
     cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
-                   "runner.num_workers=2", "runner.num_envs=8", "runner.unroll=5",
-                   "env.delay=1", "env.delay_max=3", "model.hidden_size=8",
+                   "runner.env_groups=2", "runner.num_workers=2", "runner.num_envs=8",
+                   "runner.unroll=5", "env.delay=1", "env.delay_max=3", "model.hidden_size=8",
                    "model.prev_action=true")
     env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
     torch.manual_seed(0)
