@@ -179,7 +179,7 @@ def test_gated_recall_preset_is_the_run_behind_the_readme_table():
     assert (cfg.env.delay, cfg.env.distractors, cfg.env.cue_flag) == (30, True, True)
     assert cfg.model.core == "elstm" and cfg.model.hidden_size == 64
     assert cfg.runner.total_frames == 12_000_000 and cfg.runner.unroll == 10
-    assert cfg.algo.max_grad_norm == 5.0
+    assert cfg.algo.max_grad_norm == 1.0
     params = cfg.hydra.sweeper.params
     assert params.method == "rtrl_t10,bptt_t10" and params.seed == "0,1,2"
     job = OmegaConf.to_container(cfg)
