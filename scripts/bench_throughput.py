@@ -1,6 +1,7 @@
 """Env frames per second, end to end, against the env-only ceiling.
 
-Per env: the env-only ceiling (random actions, same number of streams), then training with
+Per env: the env-only ceiling (random actions, the same streams split over as many processes
+as there are env workers, all stepping at once), then training with
 {sync, async inference=worker, async inference=learner} x {rtrl, bptt}. Each row gives
 frames/s, its fraction of the ceiling, learner updates/s, the mean policy lag, the mean
 observations per batched policy step (inference=learner) and, on a GPU, its mean
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing as mp
 import shutil
 import subprocess
 import sys
@@ -41,8 +43,9 @@ ENVS = {
 PLACEMENTS = (("sync", "-"), ("async", "worker"), ("async", "learner"))
 
 
-def env_only(env_cfg: dict, num_envs: int, seconds: float) -> float:
-    env = make_env(env_cfg, num_envs, seed=0)
+def env_only(env_cfg: dict, num_envs: int, seconds: float, seed: int = 0) -> float:
+    """Frames/s of ``num_envs`` streams stepped with random actions in this process."""
+    env = make_env(env_cfg, num_envs, seed=seed)
     fps_step = int(getattr(env, "frames_per_step", 1))
     env.reset(seed=0)
     n = env.spec.num_actions
@@ -54,6 +57,17 @@ def env_only(env_cfg: dict, num_envs: int, seconds: float) -> float:
         steps += num_envs
     env.close()
     return steps * fps_step / (time.perf_counter() - t0)
+
+
+def env_only_parallel(env_cfg: dict, num_envs: int, seconds: float, workers: int) -> float:
+    """The env-only ceiling of ``workers`` processes sharing ``num_envs`` streams, as the
+    env workers of the async runner do: the sum of their frames/s, measured together."""
+    if workers <= 1:
+        return env_only(env_cfg, num_envs, seconds)
+    per = [num_envs // workers + (w < num_envs % workers) for w in range(workers)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return sum(pool.starmap(env_only, [(env_cfg, n, seconds, w)
+                                           for w, n in enumerate(per) if n]))
 
 
 class GpuSampler:
@@ -119,7 +133,9 @@ def train_row(preset: str, overrides: list[str], updates: int) -> dict:
     return {"frames_per_s": fps, "updates_per_s": fps / frames_per_update,
             "policy_lag": mean("policy_lag"),
             "inference_batch_mean": mean("inference_batch_mean"),
-            "inference": typed.runner.inference if typed.runner.kind == "async" else "-"}
+            "inference": typed.runner.inference if typed.runner.kind == "async" else "-",
+            "num_envs": typed.runner.num_envs, "streams_per_batch": typed.runner.streams_per_batch,
+            "unroll": typed.runner.unroll, "workers": typed.runner.num_workers}
 
 
 def main() -> None:
@@ -129,6 +145,9 @@ def main() -> None:
     ap.add_argument("--unroll", type=int, default=20)
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="streams per learner batch: runner.batch_size for async rows, and "
+                         "the sync rows' runner.num_envs (0: --num-envs for both)")
     ap.add_argument("--env-seconds", type=float, default=8.0)
     ap.add_argument("--envs", default="atari_pong,procgen_coinrun")
     ap.add_argument("--grads", default="rtrl,bptt")
@@ -152,16 +171,23 @@ def main() -> None:
     rows = []
     for name, sizes, updates, streams in plan:
         preset, env_over, env_cfg = ENVS[name]
-        ceiling = env_only(env_cfg, streams, 3.0 if args.quick else args.env_seconds)
+        ceiling = env_only_parallel(env_cfg, streams, 3.0 if args.quick else args.env_seconds,
+                                    2 if args.quick else args.workers)
         rows.append({"env": name, "runner": "env-only", "inference": "-", "grad": "-",
                      "frames_per_s": ceiling, "fraction": 1.0})
         print(f"{name:16s} env-only                  {ceiling:9.0f} frames/s", flush=True)
         for runner, inference in PLACEMENTS:
             for grad in args.grads.split(","):
-                over = [f"device={args.device}", "runner.total_frames=1000000000", *sizes,
+                resized = args.batch_size and name != "delayed_recall"
+                mine = [o for o in sizes if not (resized and runner == "sync"
+                                                 and o.startswith("runner.num_envs="))]
+                over = [f"device={args.device}", "runner.total_frames=1000000000", *mine,
                         *env_over, f"runner={runner}", f"grad={grad}"]
                 if runner == "async":
                     over.append(f"runner.inference={inference}")
+                if resized:
+                    over.append(f"runner.batch_size={args.batch_size}" if runner == "async"
+                                else f"runner.num_envs={args.batch_size}")
                 with GpuSampler(args.device == "cuda") as gpu:
                     row = train_row(preset, over, updates)
                 row.update(env=name, runner=runner, grad=grad, gpu_util=gpu.mean,
