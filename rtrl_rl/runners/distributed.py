@@ -167,7 +167,12 @@ class Collective:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Leave the process group. On a clean exit every rank first meets the others:
+        gloo aborted a rank (SIGABRT) whose peer tore its connections down while it was
+        still leaving. After an error the peers may be gone, so no rank waits."""
         if self.started and dist.is_initialized():
+            if clean:
+                dist.barrier()
             dist.destroy_process_group()
             self.started = False

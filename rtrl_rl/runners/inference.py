@@ -72,6 +72,7 @@ class InferenceServer:
                               dtype=getattr(spec, name).dtype, pin_memory=cuda)
             for name in ("obs", "reward", "first", "prev_action")
         }
+        self._counts: dict[int, torch.Tensor] = {}
         self._ids = [[torch.arange(*self._span(w, g)) for g in range(self.groups)]
                      for w in range(len(slots))]
         self.step = traced_step(self.model, spec.obs[0].to(device))
@@ -88,11 +89,16 @@ class InferenceServer:
             self.version = self.board.read_into(self.model)
         views = [(self.slots[w][g][s], t, slice(*self._span(w, g))) for w, g, s, t in requests]
         n = len(views) * self.group_size
-        host = {name: torch.cat([getattr(r, name)[t] for r, t, _ in views],
-                                out=buf[:n]) for name, buf in self._staging.items()}
-        dev = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
-        idx = torch.cat([self._ids[w][g] for w, g, _, _ in requests]).to(
-            self.device, non_blocking=True)
+        if len(views) == 1 and self.device.type == "cpu":
+            # one group on the CPU: its slot entry and its state rows are used in place
+            r, t, idx = views[0]
+            dev = {name: getattr(r, name)[t] for name in self._staging}
+        else:
+            host = {name: torch.cat([getattr(r, name)[t] for r, t, _ in views],
+                                    out=buf[:n]) for name, buf in self._staging.items()}
+            dev = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+            idx = torch.cat([self._ids[w][g] for w, g, _, _ in requests]).to(
+                self.device, non_blocking=True)
         for _, t, sl in views:
             if t == 0:  # a new episode for each of these streams
                 self.state[sl] = self.initial[sl]
@@ -112,8 +118,14 @@ class InferenceServer:
         for r, s in starts:
             r.core_state.copy_(s)
             r.policy_version.fill_(self.version)
-        self.stats[0] += 1
-        self.stats[1] += n
+        self.stats.add_(self._count(n))
+
+    def _count(self, n: int) -> torch.Tensor:
+        """``[1, n]``: one policy step of n observations (built once per n)."""
+        inc = self._counts.get(n)
+        if inc is None:
+            inc = self._counts[n] = torch.tensor([1, n], dtype=torch.int64)
+        return inc
 
     def _take(self, ready: list, owner: dict) -> list[tuple[int, int, int, int, int]]:
         requests = []

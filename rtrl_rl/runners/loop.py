@@ -131,12 +131,18 @@ def train(cfg: TrainConfig) -> float:
     ranks = Ranks.from_env()
     device = ranks.device(resolve_device(cfg.device))
     coll = Collective(ranks, device)
+    clean = False
     try:
         cfg = replace(cfg, run_dir=coll.broadcast(cfg.run_dir))  # one run dir for all ranks
         with RunDirLock(cfg.run_dir) if ranks.is_main else nullcontext():
-            return _train(cfg, ranks, device, coll)
+            result = _train(cfg, ranks, device, coll)
+        clean = True
+        return result
+    except SystemExit:  # a signal: every rank stopped at the same update and saved
+        clean = True
+        raise
     finally:
-        coll.close()
+        coll.close(clean)
 
 
 def _rank_part(ckpt: dict, rank: int) -> dict:

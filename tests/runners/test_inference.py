@@ -71,7 +71,7 @@ def _worker_placement(agent: Agent) -> tuple[list[Rollout], list]:
     return rollouts, actor.drain_episodes()
 
 
-def _learner_placement(agent: Agent) -> tuple[list[Rollout], list]:
+def _learner_placement(agent: Agent, batched: bool = True) -> tuple[list[Rollout], list]:
     envs = _group_envs()
     spec = envs[0].spec
     slots = [[alloc_slots(spec, GROUP, UNROLL, agent.core.state_size, 2, torch.float32,
@@ -83,7 +83,11 @@ def _learner_placement(agent: Agent) -> tuple[list[Rollout], list]:
     requests = [(0, k, *g.start(SEED + k, slots[0][k][0], 0)) for k, g in enumerate(groups)]
     out: list[Rollout] = []
     while len(out) < ROLLOUTS:
-        server.serve(requests)  # both groups in one batch, as a busy server takes them
+        if batched:  # both groups in one batch, as a busy server takes them
+            server.serve(requests)
+        else:  # one group per policy step, as an idle server takes them
+            for request in requests:
+                server.serve([request])
         if groups[0].complete:
             out.append(Rollout.cat([g.slot for g in groups]))  # copies
             for g in groups:
@@ -94,12 +98,14 @@ def _learner_placement(agent: Agent) -> tuple[list[Rollout], list]:
     return out, episodes
 
 
-def test_both_placements_cut_the_same_rollouts():
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one_group_per_step"])
+def test_both_placements_cut_the_same_rollouts(batched):
     """Same weights, observations and RNG state: the same actions, logits, core states
-    and episodes, entry for entry."""
+    and episodes, entry for entry, whether the server takes both groups in one policy step
+    or one group at a time (the draws come from one generator in the same order)."""
     agent = _agent()
     want, want_eps = _worker_placement(agent)
-    got, got_eps = _learner_placement(agent)
+    got, got_eps = _learner_placement(agent, batched)
     assert any(r.first[1:-1].any() for r in want)  # episodes end inside rollouts
     for k, (a, b) in enumerate(zip(want, got, strict=True)):
         for f in FIELDS:
