@@ -193,6 +193,8 @@ def main() -> None:
                 row.update(env=name, runner=runner, grad=grad, gpu_util=gpu.mean,
                            fraction=row["frames_per_s"] / ceiling)
                 rows.append(row)
+                if args.json:  # after every row: a run cut short keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
                 print(f"{name:16s} {runner:5s} {row['inference']:7s} {grad:5s}     "
                       f"{row['frames_per_s']:9.0f} frames/s ({row['fraction']:.1%} of "
                       f"env-only), {row['updates_per_s']:.1f} updates/s", flush=True)

@@ -5,16 +5,16 @@
 #   scripts/device_check.sh OUT              # on the GPU machine (wheels from .whl/ if there)
 #   scripts/device_check.sh OUT --dry-run    # the same steps on the CPU at tiny sizes
 #
-# Steps (each under its own time limit; the whole check stays under 8 minutes):
+# Steps (each under its own time limit; on the GPU they add up to 8 minutes at most):
 #   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
-#   2. pytest -m gpu (they skip without CUDA)
-#   3. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
+#   2. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
 #      B=32, T=50), rtrl against bptt, in float32 and with model.amp=bf16
-#   4. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step (eLSTM); then the
-#      RTU and LRU cores at N=256: rtrl and bptt
-#   5. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
+#   3. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
 #      is skipped, and the log says why): sync, async inference=worker and async
 #      inference=learner, each with rtrl and bptt; 16 workers, 128 streams, batches of 32
+#   4. pytest -m gpu (they skip without CUDA; 60 s per test where pytest-timeout exists)
+#   5. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step (eLSTM); then the
+#      RTU and LRU cores at N=256: rtrl and bptt
 # Exit status: 0 when every step that ran passed, 1 otherwise.
 set -uo pipefail
 OUT=${1:?usage: device_check.sh OUT [--dry-run]}
@@ -49,7 +49,7 @@ step() {  # step NAME SECONDS CMD...: run, time, record
   [[ $rc == 0 ]] || failed=1
 }
 
-step machine 30 "$PY" - "$OUT/machine.json" <<'PYEOF'
+step machine 20 "$PY" - "$OUT/machine.json" <<'PYEOF'
 import json, platform, subprocess, sys
 import numpy, torch
 info = {"python": platform.python_version(), "torch": torch.__version__,
@@ -76,20 +76,34 @@ print(','.join(n for n, k in (('atari_pong','atari'),('procgen_coinrun','procgen
     "$OUT/machine.json" 2>/dev/null)
 echo "env families for throughput: ${envs:-none}"
 
-per_test=()  # a hung test fails alone, with its stack, instead of eating the step
-"$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests "${per_test[@]}" \
-    --junitxml "$OUT/gpu_tests.xml"
-
+# The bar's two figures first (the learner update, then throughput), so that a check cut
+# short still has them; then the tests; then the core-only grid.
 if [[ $DRY == 1 ]]; then
   learner=(--batch 4 --unroll 5 --rounds 2 --block 1 model.hidden_size=16)
 else
   learner=(--batch 32 --unroll 50 --rounds 6 --block 4)
 fi
-step bench_learner 60 "$PY" scripts/bench_learner.py --device "$DEVICE" "${learner[@]}" \
+step bench_learner 45 "$PY" scripts/bench_learner.py --device "$DEVICE" "${learner[@]}" \
     --json "$OUT/bench_learner.json"
-step bench_learner_bf16 45 "$PY" scripts/bench_learner.py --device "$DEVICE" \
+step bench_learner_bf16 35 "$PY" scripts/bench_learner.py --device "$DEVICE" \
     "${learner[@]}" model.amp=bf16 --json "$OUT/bench_learner_bf16.json"
+
+if [[ -n $envs ]]; then
+  if [[ $DRY == 1 ]]; then
+    step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
+        --envs "$envs" --num-envs 4 --batch-size 2 --unroll 5 --updates 2 --workers 2 \
+        --env-seconds 1 --json "$OUT/bench_throughput.json"
+  else
+    step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
+        --envs "$envs" --num-envs 128 --batch-size 32 --unroll 50 --updates 20 --workers 16 \
+        --env-seconds 4 --json "$OUT/bench_throughput.json"
+  fi
+fi
+
+per_test=()  # a hung test fails alone, with its stack, instead of eating the step
+"$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
+step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests "${per_test[@]}" \
+    --junitxml "$OUT/gpu_tests.xml"
 
 if [[ $DRY == 1 ]]; then
   step bench_grad 120 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 --batch 4 \
@@ -98,25 +112,11 @@ if [[ $DRY == 1 ]]; then
       --batch 4 --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 else
-  step bench_grad 75 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
+  step bench_grad 45 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
       --rounds 5 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
-  step bench_grad_cells 50 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
+  step bench_grad_cells 35 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
       --rounds 4 --block 4 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
-fi
-
-if [[ -n $envs ]]; then
-  if [[ $DRY == 1 ]]; then
-    step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
-        --envs "$envs" --num-envs 4 --batch-size 2 --unroll 5 --updates 2 --workers 2 \
-        --env-seconds 1 \
-        --json "$OUT/bench_throughput.json"
-  else
-    step bench_throughput 230 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
-        --envs "$envs" --num-envs 128 --batch-size 32 --unroll 50 --updates 20 --workers 16 \
-        --env-seconds 4 \
-        --json "$OUT/bench_throughput.json"
-  fi
 fi
 echo "== done: $( [[ $failed == 0 ]] && echo all steps passed || echo some step failed ); \
 files in $OUT"
