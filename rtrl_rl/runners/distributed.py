@@ -172,7 +172,8 @@ class Collective:
         gloo aborted a rank (SIGABRT) whose peer tore its connections down while it was
         still leaving. After an error the peers may be gone, so no rank waits."""
         if self.started and dist.is_initialized():
-            if clean:
-                dist.barrier()
+            if clean:  # nccl needs the device named, or it guesses one
+                dist.barrier(device_ids=[torch.cuda.current_device()]
+                             if self.device.type == "cuda" else None)
             dist.destroy_process_group()
             self.started = False
