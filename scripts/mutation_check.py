@@ -206,6 +206,11 @@ MUTATIONS: list[Mutation] = [
         "dev = {name: getattr(r, name)[max(t - 1, 0)] for name in self._staging}",
         "inference: one group served alone on the CPU acts on its previous observation",
         "tests/runners/test_inference.py"),
+    mut("F11", ASYNC, "self.failed_starts[w] += int(own_failure)",
+        "self.failed_starts[w] += 1",
+        "async runner: each inference death counts as every worker's own failure",
+        "tests/runners/test_inference.py::test_inference_deaths_do_not_count_as_the_workers"
+        "_own"),
     mut("F9", ASYNC, "waited = any(not self.pending[u] for u in self._units(w))",
         "waited = not any(self.pending[u] for u in self._units(w))",
         "async runner: a silent worker with one of two groups delivered is waited for forever",

@@ -115,9 +115,12 @@ class AsyncRunner:
         self.procs[w], self.conns[w] = proc, ours
         self._heard[w], self._spoke[w] = time.monotonic(), False
 
-    def _restart(self, w: int, why: str) -> None:
+    def _restart(self, w: int, why: str, own_failure: bool = True) -> None:
+        """Restart worker ``w``. ``own_failure=False``: it is restarted for another
+        process's death (the inference process), which does not count towards the deaths
+        in a row that stop the run."""
         self.restarts += 1
-        self.failed_starts[w] += 1
+        self.failed_starts[w] += int(own_failure)
         if self.failed_starts[w] >= MAX_FAILED_STARTS:
             raise RuntimeError(f"env worker {w} died {self.failed_starts[w]} times in a row "
                                f"before delivering a rollout; last: {why}")
@@ -205,7 +208,7 @@ class AsyncRunner:
                     why)
         self.placement.restart()
         for w in range(self.num_workers):
-            self._restart(w, "policy inference restarted")
+            self._restart(w, "policy inference restarted", own_failure=False)
 
     def _restart_silent(self) -> None:
         """Kill and restart each worker the learner waits for that has been silent too long.

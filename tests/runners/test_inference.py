@@ -172,6 +172,33 @@ def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
 
 
 @pytest.mark.timeout(120)
+def test_inference_deaths_do_not_count_as_the_workers_own(tmp_path):
+    """Each death of the inference process restarts every worker; those restarts are not
+    the workers' failures, so a few inference deaths in a row (and then a worker's own
+    deaths) do not add up to the limit that stops the run. The inference process has its
+    own count."""
+    from tests.runners.test_async import _alive
+
+    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
+                   "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
+                   "env.delay=3", "model.hidden_size=8")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    pids = []
+    try:
+        for _ in range(3):  # three deaths before any rollout could arrive
+            pids += [runner.placement.proc.pid, *(p.pid for p in runner.procs)]
+            runner._restart_inference("killed by SIGKILL")
+        assert runner.inference_failures == 3 and runner.failed_starts == [0, 0]
+        assert runner.restarts == 6
+        runner.next_rollout(0)  # and it goes on
+        pids += [runner.placement.proc.pid, *(p.pid for p in runner.procs)]
+    finally:
+        runner.close()
+    assert not _alive(pids)
+
+
 def test_sigkilled_inference_process_restarts_every_stream(tmp_path):
     """SIGKILL the inference process: it is restarted, every worker with it (their streams'
     core states died with it), all streams start new episodes, and nothing is left over."""
