@@ -171,6 +171,16 @@ def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
     assert 2 <= metrics["inference_batch_mean"] <= 8 and metrics["policy_steps_per_s"] > 0
 
 
+def _small_learner_runner(tmp_path) -> AsyncRunner:
+    """2 env workers x 2 streams and one inference process, on the CPU."""
+    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
+                   "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
+                   "env.delay=3", "model.hidden_size=8")
+    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
+    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
+    return AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+
+
 @pytest.mark.timeout(120)
 def test_inference_deaths_do_not_count_as_the_workers_own(tmp_path):
     """Each death of the inference process restarts every worker; those restarts are not
@@ -179,12 +189,7 @@ def test_inference_deaths_do_not_count_as_the_workers_own(tmp_path):
     own count."""
     from tests.runners.test_async import _alive
 
-    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
-                   "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
-                   "env.delay=3", "model.hidden_size=8")
-    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
-    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
-    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    runner = _small_learner_runner(tmp_path)
     pids = []
     try:
         for _ in range(3):  # three deaths before any rollout could arrive
@@ -207,12 +212,7 @@ def test_sigkilled_inference_process_restarts_every_stream(tmp_path):
 
     from tests.runners.test_async import _alive
 
-    cfg = make_cfg(tmp_path, "runner=async", "runner.inference=learner",
-                   "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",
-                   "env.delay=3", "model.hidden_size=8")
-    env = make_env(cfg.env, cfg.runner.num_envs, cfg.seed)
-    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
-    runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
+    runner = _small_learner_runner(tmp_path)
     pids = []
     try:
         for _ in range(3):
