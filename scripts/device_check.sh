@@ -102,7 +102,7 @@ fi
 
 per_test=()  # a hung test fails alone, with its stack, instead of eating the step
 "$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests "${per_test[@]}" \
+step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests ${per_test[@]+"${per_test[@]}"} \
     --junitxml "$OUT/gpu_tests.xml"
 
 if [[ $DRY == 1 ]]; then
