@@ -33,20 +33,27 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
+def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
+    """The config ``rtrl-train OVERRIDES`` would get, composed outside a Hydra run, with
+    ``run_dir`` in place of ``${hydra:runtime.output_dir}`` (not available there)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=False)
+    OmegaConf.set_struct(cfg, False)
+    cfg.run_dir = run_dir
+    return cfg
+
+
 def precheck(overrides: list[str]) -> None:
     """Compose and validate the config a single run would get; exit 2 with one line if bad."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from rtrl_rl.config import validate
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=False)
-        OmegaConf.set_struct(cfg, False)
-        cfg.run_dir = "precheck"  # ${hydra:...} is not available outside a hydra run
-        validate(cfg)
+        validate(compose_config(overrides, "precheck"))
     except ConfigError as e:
         _fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:

@@ -34,15 +34,12 @@ from rtrl_rl.rollout import Rollout  # noqa: E402
 
 
 def load_config(preset: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
+    """The validated config of ``experiment=preset`` with ``overrides`` (no run is written,
+    so its run_dir is never used)."""
     from rtrl_rl.config import validate
-    from rtrl_rl.train import CONFIG_DIR
+    from rtrl_rl.train import compose_config
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        # run_dir: no run is written; it only has to resolve outside a Hydra app
-        return validate(compose("config", overrides=[f"experiment={preset}", "logger=none",
-                                                     "run_dir=.", *overrides]))
+    return validate(compose_config([f"experiment={preset}", "logger=none", *overrides], "."))
 
 
 def synthetic_rollout(spec, agent: Agent, t: int, b: int, device: torch.device,

@@ -105,20 +105,13 @@ class GpuSampler:
 
 def train_row(preset: str, overrides: list[str], updates: int) -> dict:
     """Train for ``updates`` updates; the metrics of the last logged row, plus means."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from rtrl_rl.config import validate
     from rtrl_rl.runners.loop import train
-    from rtrl_rl.train import CONFIG_DIR
+    from rtrl_rl.train import compose_config
 
     with tempfile.TemporaryDirectory() as d:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={preset}", "logger=none",
-                                               f"max_updates={updates}", *overrides])
-        OmegaConf.set_struct(cfg, False)
-        cfg.run_dir = d
-        typed = validate(cfg)
+        typed = validate(compose_config([f"experiment={preset}", "logger=none",
+                                         f"max_updates={updates}", *overrides], d))
         train(typed)
         rows = list(csv.DictReader((Path(d) / "metrics.csv").open()))
     last = rows[-1]
@@ -176,9 +169,9 @@ def main() -> None:
         rows.append({"env": name, "runner": "env-only", "inference": "-", "grad": "-",
                      "frames_per_s": ceiling, "fraction": 1.0})
         print(f"{name:16s} env-only                  {ceiling:9.0f} frames/s", flush=True)
+        resized = args.batch_size and name != "delayed_recall"
         for runner, inference in PLACEMENTS:
             for grad in args.grads.split(","):
-                resized = args.batch_size and name != "delayed_recall"
                 mine = [o for o in sizes if not (resized and runner == "sync"
                                                  and o.startswith("runner.num_envs="))]
                 over = [f"device={args.device}", "runner.total_frames=1000000000", *mine,
