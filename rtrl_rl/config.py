@@ -165,6 +165,9 @@ class RunnerConfig:
     # async, inference=learner: env groups per worker, stepped in turn (2: double buffering)
     # | 0 (auto: 2 when the learner is on CUDA, else 1)
     env_groups: int = 0
+    # async: learner on CPUs of its own, env workers and inference on the rest: auto (with
+    # inference=learner on the CPU) | always | never
+    cpu_affinity: str = "auto"
 
     @property
     def streams_per_batch(self) -> int:
@@ -187,6 +190,7 @@ class RunnerConfig:
     def __post_init__(self) -> None:
         _choice(self.kind, "runner.kind", ("sync", "async"))
         _choice(self.inference, "runner.inference", ("auto", "learner", "worker"))
+        _choice(self.cpu_affinity, "runner.cpu_affinity", ("auto", "always", "never"))
         _check(self.num_envs >= 1, "runner.num_envs", f"must be >= 1, got {self.num_envs}")
         _check(self.unroll >= 1, "runner.unroll", f"must be >= 1, got {self.unroll}")
         _check(self.total_frames >= 1, "runner.total_frames", "must be >= 1")

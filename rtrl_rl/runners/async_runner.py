@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -33,6 +34,8 @@ import torch
 import torch.multiprocessing as mp
 
 from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners import affinity
+from rtrl_rl.runners.affinity import CpuPlan
 from rtrl_rl.runners.async_worker import alloc_slots
 from rtrl_rl.runners.placement import LearnerInference, WorkerInference
 
@@ -68,12 +71,21 @@ class AsyncRunner:
         self.slots = [[alloc_slots(spec, self.group_size, rc.unroll, agent.core.state_size,
                                    rc.queue_size, dtype, agent.dist.param_size)
                        for _ in range(self.groups)] for _ in range(self.num_workers)]
-        if rc.inference == "learner":
-            self.placement = LearnerInference(cfg, agent, self.slots, self.per_worker,
-                                              self.ctx, device)
-        else:
-            self.placement = WorkerInference(cfg, agent, self.slots, self.per_worker, self.ctx)
+        self._pinned = self._pin(rc)
+        actors = self._pinned[0].actors if self._pinned else ()
+        try:
+            if rc.inference == "learner":
+                self.placement = LearnerInference(cfg, agent, self.slots, self.per_worker,
+                                                  self.ctx, device, actors)
+            else:
+                self.placement = WorkerInference(cfg, agent, self.slots, self.per_worker,
+                                                 self.ctx, actors)
+        except BaseException:
+            self._unpin()
+            raise
         log.info("policy inference: %s", self.placement.describe())
+        if self._pinned:
+            log.info("cpu affinity: %s", self._pinned[0].describe())
         n = self.num_workers
         self.procs: list = [None] * n
         self.conns: list = [None] * n
@@ -94,6 +106,30 @@ class AsyncRunner:
         except BaseException:
             self.close()
             raise
+
+    def _pin(self, rc) -> tuple[CpuPlan, list[int], int] | None:
+        """Pin this (the learner's) process per ``runner.cpu_affinity``; returns the plan
+        and what to restore on close (the CPUs and torch's thread count), or None."""
+        if not affinity.wanted(rc.cpu_affinity, rc.kind, rc.inference, self.device.type):
+            return None
+        before = affinity.available()
+        plan = affinity.make_plan(affinity.rank_share(before, os.environ),
+                                  torch.get_num_threads())
+        if plan is None:
+            log.info("cpu affinity: fewer than 2 CPUs for this process, nothing pinned")
+            return None
+        threads = torch.get_num_threads()
+        affinity.pin_process(plan.learner)
+        if threads > len(plan.learner):  # more threads than cores only makes them wait
+            torch.set_num_threads(len(plan.learner))
+        return plan, before, threads
+
+    def _unpin(self) -> None:
+        if getattr(self, "_pinned", None):
+            _, cpus, threads = self._pinned
+            affinity.pin_process(cpus)
+            torch.set_num_threads(threads)
+            self._pinned = None
 
     @property
     def version(self) -> int:
@@ -276,3 +312,4 @@ class AsyncRunner:
                 self.conns[w].close()
         if getattr(self, "placement", None) is not None:
             self.placement.close_pipes()
+        self._unpin()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners.affinity import pin_process
 from rtrl_rl.runners.weights import WeightBoard
 
 
@@ -43,6 +44,7 @@ class WorkerHandles:
     board: WeightBoard
     conn: object  # this worker's end of its duplex pipe to the learner
     crash_after: int = 0  # tests: raise after this many rollouts (0 = never)
+    cpus: tuple[int, ...] = ()  # CPUs to pin this process to (empty: no pinning)
 
 
 def alloc_slots(spec, num_envs: int, unroll: int, state_size: int, count: int,
@@ -107,10 +109,11 @@ class LearnerGone(Exception):
     """The learner asked to stop, or its end of the pipe is closed."""
 
 
-def guarded(conn, body: Callable[[int], None]) -> None:
-    """Run a worker's ``body(parent_pid)``: report an exception over ``conn``, then die;
-    exit quietly when the learner is gone."""
+def guarded(conn, body: Callable[[int], None], cpus: tuple[int, ...] = ()) -> None:
+    """Run a worker's ``body(parent_pid)`` pinned to ``cpus`` (if any): report an exception
+    over ``conn``, then die; exit quietly when the learner is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C
+    pin_process(cpus)  # before torch or numba start thread pools, which inherit it
     torch.set_num_threads(1)
     try:
         body(os.getppid())
@@ -126,7 +129,7 @@ def guarded(conn, body: Callable[[int], None]) -> None:
 
 def worker_main(h: WorkerHandles) -> None:
     """Entry point of a worker process."""
-    guarded(h.conn, lambda parent: _run(h, parent))
+    guarded(h.conn, lambda parent: _run(h, parent), h.cpus)
 
 
 def take_messages(conn, free: list[list[int]], parent: int, timeout: float) -> None:

@@ -43,6 +43,7 @@ class EnvWorkerHandles:
     step_conn: object  # step pipe to the inference server
     generation: int = 0  # this worker's restart count: tags its requests
     crash_after: int = 0  # tests: raise after this many rollouts (0 = never)
+    cpus: tuple[int, ...] = ()  # CPUs to pin this process to (empty: no pinning)
 
 
 class EnvGroup:
@@ -105,7 +106,7 @@ class EnvGroup:
 
 def env_worker_main(h: EnvWorkerHandles) -> None:
     """Entry point of an env-only worker process."""
-    guarded(h.conn, lambda parent: _run(h, parent))
+    guarded(h.conn, lambda parent: _run(h, parent), h.cpus)
 
 
 def _request(h: EnvWorkerHandles, g: int, slot: int, t: int) -> None:

@@ -176,6 +176,7 @@ class InferenceHandles:
     conns: list  # the server's end of each worker's step pipe
     control: object  # duplex pipe to the learner: None = stop; errors go back over it
     threads: int = 1
+    cpus: tuple[int, ...] = ()  # CPUs to pin this process to (empty: no pinning)
 
 
 def inference_main(h: InferenceHandles) -> None:
@@ -187,4 +188,4 @@ def inference_main(h: InferenceHandles) -> None:
                                  h.seed, h.board, h.generations, h.stats)
         server.serve_forever(h.conns, h.control, parent)
 
-    guarded(h.control, body)
+    guarded(h.control, body, h.cpus)

@@ -30,9 +30,11 @@ class _Placement:
     """What both placements share: the agent's CPU template and the weight board."""
 
     def __init__(self, cfg, agent, slots: list[list[list[Rollout]]], per_worker: int,
-                 ctx) -> None:
+                 ctx, cpus: tuple[int, ...] = ()) -> None:
+        """cpus: the CPUs the processes it starts pin themselves to (empty: none)."""
         self.cfg, self.agent, self.slots, self.per_worker, self.ctx = (
             cfg, agent, slots, per_worker, ctx)
+        self.cpus = cpus
         self.template = copy.deepcopy(agent).cpu()
         self.board = WeightBoard(agent)
 
@@ -60,7 +62,7 @@ class WorkerInference(_Placement):
         h = WorkerHandles(index=w, stream_offset=w * self.per_worker, num_envs=self.per_worker,
                           seed=seed, cfg=self.cfg, slots=self.slots[w][0],
                           template=self.template, board=self.board, conn=conn,
-                          crash_after=crash_after)
+                          crash_after=crash_after, cpus=self.cpus)
         return worker_main, h
 
     def metrics(self) -> dict[str, float]:
@@ -77,8 +79,8 @@ class LearnerInference(_Placement):
     name = "learner"
 
     def __init__(self, cfg, agent, slots: list[list[list[Rollout]]], per_worker: int,
-                 ctx, device: torch.device) -> None:
-        super().__init__(cfg, agent, slots, per_worker, ctx)
+                 ctx, device: torch.device, cpus: tuple[int, ...] = ()) -> None:
+        super().__init__(cfg, agent, slots, per_worker, ctx, cpus)
         self.device = device
         self.group_size = cfg.runner.group_size
         pipes = [ctx.Pipe(duplex=True) for _ in range(cfg.runner.num_workers)]
@@ -103,7 +105,7 @@ class LearnerInference(_Placement):
                              slots=self.slots, group_size=self.group_size,
                              seed=self.cfg.seed + 4242 + 7919 * self.starts, board=self.board,
                              generations=self.generations, stats=self.stats,
-                             conns=self.server_ends, control=theirs)
+                             conns=self.server_ends, control=theirs, cpus=self.cpus)
         self.proc = self.ctx.Process(target=inference_main, args=(h,), daemon=True,
                                      name="rtrl-inference")
         self.proc.start()
@@ -138,7 +140,7 @@ class LearnerInference(_Placement):
         h = EnvWorkerHandles(index=w, stream_offset=w * self.per_worker,
                              group_size=self.group_size, seed=seed, cfg=self.cfg,
                              slots=self.slots[w], conn=conn, step_conn=self.worker_ends[w],
-                             generation=generation, crash_after=crash_after)
+                             generation=generation, crash_after=crash_after, cpus=self.cpus)
         return env_worker_main, h
 
     def metrics(self) -> dict[str, float]:

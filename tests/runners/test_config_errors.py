@@ -26,6 +26,7 @@ import pytest
     ("runner=async runner.num_workers=4 runner.batch_size=12",  # auto: worker on a CPU
      "runner.batch_size: must be a multiple of the 8 streams of one worker"),
     ("runner.inference=gpu", "runner.inference"),
+    ("runner=async runner.cpu_affinity=yes", "runner.cpu_affinity"),
     ("resume=/nonexistent/run", "resume: no checkpoint found"),
     ("env=gym env.id=tests.envs.space_envs:TextObs-v0",
      "env.id: 'tests.envs.space_envs:TextObs-v0' has a Text observation space"),
