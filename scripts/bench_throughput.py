@@ -106,7 +106,8 @@ class GpuSampler:
 def train_row(preset: str, overrides: list[str], updates: int) -> dict:
     """Train for ``updates`` updates; the metrics of the last logged row, plus means."""
     from rtrl_rl.config import validate
-    from rtrl_rl.runners.loop import train
+    from rtrl_rl.runners import affinity
+    from rtrl_rl.runners.loop import resolve_device, train
     from rtrl_rl.train import compose_config
 
     with tempfile.TemporaryDirectory() as d:
@@ -123,7 +124,11 @@ def train_row(preset: str, overrides: list[str], updates: int) -> dict:
         return sum(vals) / len(vals) if vals else None
 
     fps = float(last["fps"])
+    rc = typed.runner
+    pinned = affinity.wanted(rc.cpu_affinity, rc.kind, rc.inference,
+                             resolve_device(typed.device).type)
     return {"frames_per_s": fps, "updates_per_s": fps / frames_per_update,
+            "cpu_affinity": pinned,
             "policy_lag": mean("policy_lag"),
             "inference_batch_mean": mean("inference_batch_mean"),
             "inference": typed.runner.inference if typed.runner.kind == "async" else "-",
@@ -196,14 +201,16 @@ def main() -> None:
         r.update(device=args.device, env_only_frames_per_s=ceilings[r["env"]],
                  threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
     print("\n| env | runner | inference | grad | frames/s | of env-only | updates/s | lag "
-          "| obs/policy step |\n|---|---|---|---|---|---|---|---|---|")
+          "| obs/policy step | CPUs pinned |\n|---|---|---|---|---|---|---|---|---|---|")
     def f(r: dict, key: str, fmt: str) -> str:
         return format(r[key], fmt) if r.get(key) is not None else "-"
 
+    pinned = {None: "-", True: "yes", False: "no"}
     for r in rows:
         print(f"| {r['env']} | {r['runner']} | {r['inference']} | {r['grad']} | "
               f"{r['frames_per_s']:.0f} | {r['fraction']:.1%} | {f(r, 'updates_per_s', '.1f')} "
-              f"| {f(r, 'policy_lag', '.1f')} | {f(r, 'inference_batch_mean', '.1f')} |")
+              f"| {f(r, 'policy_lag', '.1f')} | {f(r, 'inference_batch_mean', '.1f')} "
+              f"| {pinned[r.get('cpu_affinity')]} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
         print(f"wrote {args.json}")
