@@ -3,13 +3,14 @@
 With the learner and the policy inference both on the CPU, the learner's update and the
 actor side (env workers and the inference process, which pass every env step between them)
 compete for the same cores. Left to the scheduler, a waking worker or the inference process
-keeps preempting the learner halfway through an update, and every process pays for the
-other's cache misses. Giving the learner cores of its own and the actor side the rest
-(as Sample Factory's ``set_workers_cpu_affinity`` does for its workers) removes that: on the
-2-core CPU the default job with ``runner.inference=learner`` went from 0.97x to 1.09x the
-sync runner's frames/s (median of 6 interleaved rounds). With inference in the workers,
-where each worker runs the policy itself, pinning made it slower (3 rounds, 0.81-0.92x of
-unpinned), so ``auto`` pins only the learner placement on the CPU.
+keeps preempting the learner halfway through an update. Giving the learner cores of its own
+and the actor side the rest (as Sample Factory's ``set_workers_cpu_affinity`` does for its
+workers) removes that. On the 2-core CPU, the default job with ``runner.inference=learner``
+ran at a median 0.92x the sync runner's frames/s unpinned and 1.03x pinned (5 interleaved
+rounds), and 1.10x pinned once the actor side polled 0.1 ms instead of 0.3 ms before
+sleeping (6 rounds; docs/results/inference_cpu). With inference in the workers, where each
+worker runs the policy itself, pinning made it slower (0.81-0.95x of unpinned, 3 rounds), so
+``auto`` pins only the learner placement on the CPU.
 
 A plan is made from the CPUs the process may use (``os.sched_getaffinity``, so a Slurm or
 ``taskset`` mask is respected). Under torchrun each local rank first takes its contiguous
