@@ -39,8 +39,8 @@ class CpuPlan:
     actors: tuple[int, ...]
 
     def describe(self) -> str:
-        return f"learner on CPUs {_ranges(self.learner)}, env workers and policy inference " \
-               f"on CPUs {_ranges(self.actors)}"
+        return (f"learner on {_ranges(self.learner)}, env workers and policy inference on "
+                f"{_ranges(self.actors)}")
 
 
 def wanted(mode: str, kind: str, inference: str, device_type: str) -> bool:
@@ -98,7 +98,7 @@ def pin_process(cpus: Sequence[int]) -> None:
 
 
 def _ranges(cpus: Sequence[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``0-2,5``."""
+    """``[0, 1, 2, 5]`` -> ``CPUs 0-2,5``; ``[3]`` -> ``CPU 3``."""
     parts, start = [], None
     for k, c in enumerate(cpus):
         if start is None:
@@ -106,4 +106,4 @@ def _ranges(cpus: Sequence[int]) -> str:
         if k + 1 == len(cpus) or cpus[k + 1] != c + 1:
             parts.append(str(start) if start == c else f"{start}-{c}")
             start = None
-    return ",".join(parts)
+    return ("CPU " if len(cpus) == 1 else "CPUs ") + ",".join(parts)

@@ -62,7 +62,8 @@ def test_unknown_mode_is_an_error():
 
 def test_plan_describes_cpu_ranges():
     text = CpuPlan((0,), (1, 2, 3, 6)).describe()
-    assert "learner on CPUs 0," in text and "on CPUs 1-3,6" in text
+    assert "learner on CPU 0," in text and "on CPUs 1-3,6" in text
+    assert CpuPlan((0, 1), (2,)).describe().startswith("learner on CPUs 0-1, ")
 
 
 def _threads_affinity(pid: int | str = "self") -> set[frozenset[int]]:
