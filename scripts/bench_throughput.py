@@ -5,7 +5,10 @@ as there are env workers, all stepping at once), then training with
 {sync, async inference=worker, async inference=learner} x {rtrl, bptt}. Each row gives
 frames/s, its fraction of the ceiling, learner updates/s, the mean policy lag, the mean
 observations per batched policy step (inference=learner) and, on a GPU, its mean
-utilisation. Frames count emulator frames (Atari: 4 per agent step).
+utilisation. Frames count emulator frames (Atari: 4 per agent step). With ``--rounds R``
+every setting runs R times, one row of each setting per round, and the table gives medians
+and "vs sync", the median per-round ratio to the same round's sync row: single rows on a
+shared VM drift by 10-20% within minutes. The JSON keeps every row, with its round.
 
     python scripts/bench_throughput.py --quick --json out.json   # default job + Pong, CPU
     python scripts/bench_throughput.py --device cuda --num-envs 32 --unroll 50 --workers 16
@@ -18,6 +21,7 @@ import csv
 import json
 import multiprocessing as mp
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,24 +154,28 @@ def main() -> None:
     ap.add_argument("--envs", default="atari_pong,procgen_coinrun")
     ap.add_argument("--grads", default="rtrl,bptt")
     ap.add_argument("--quick", action="store_true",
-                    help="the default job (its own sizes, 600 updates) and Atari Pong (8 "
-                         "streams, T=10, 6 updates): both placements, both grads, ~4 min "
-                         "on 2 CPU cores")
+                    help="the default job (its own sizes, 600 updates, 2 rounds) and Atari Pong "
+                         "(8 streams, T=10, 6 updates): both placements, both grads, under "
+                         "4 min on 2 CPU cores")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rows of every setting per env, taken in turns (round 1 of each, "
+                         "then round 2, ...); the table gives medians (--quick: 2 for the "
+                         "default job)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    plan = []  # (env name, overrides for every row, updates, streams for the ceiling)
+    plan = []  # (env name, overrides for every row, updates, streams for the ceiling, rounds)
     for name in (["delayed_recall", "atari_pong"] if args.quick else args.envs.split(",")):
         if name == "delayed_recall":  # the default job as `make train` runs it
             sizes = ["runner.num_workers=2"] + ([] if args.quick else [
                 f"runner.num_envs={args.num_envs}", f"runner.unroll={args.unroll}"])
             plan.append((name, sizes, 600 if args.quick else args.updates * 100,
-                         32 if args.quick else args.num_envs))
+                         32 if args.quick else args.num_envs, max(args.rounds, 2 * args.quick)))
         else:
             n, t, u = (8, 10, 6) if args.quick else (args.num_envs, args.unroll, args.updates)
             plan.append((name, [f"runner.num_envs={n}", f"runner.unroll={t}",
-                                f"runner.num_workers={args.workers}"], u, n))
+                                f"runner.num_workers={args.workers}"], u, n, args.rounds))
     rows = []
-    for name, sizes, updates, streams in plan:
+    for name, sizes, updates, streams, rounds in plan:
         preset, env_over, env_cfg = ENVS[name]
         ceiling = env_only_parallel(env_cfg, streams, 3.0 if args.quick else args.env_seconds,
                                     2 if args.quick else args.workers)
@@ -175,45 +183,62 @@ def main() -> None:
                      "frames_per_s": ceiling, "fraction": 1.0})
         print(f"{name:16s} env-only                  {ceiling:9.0f} frames/s", flush=True)
         resized = args.batch_size and name != "delayed_recall"
-        for runner, inference in PLACEMENTS:
-            for grad in args.grads.split(","):
-                mine = [o for o in sizes if not (resized and runner == "sync"
-                                                 and o.startswith("runner.num_envs="))]
-                over = [f"device={args.device}", "runner.total_frames=1000000000", *mine,
-                        *env_over, f"runner={runner}", f"grad={grad}"]
-                if runner == "async":
-                    over.append(f"runner.inference={inference}")
-                if resized:
-                    over.append(f"runner.batch_size={args.batch_size}" if runner == "async"
-                                else f"runner.num_envs={args.batch_size}")
-                with GpuSampler(args.device == "cuda") as gpu:
-                    row = train_row(preset, over, updates)
-                row.update(env=name, runner=runner, grad=grad, gpu_util=gpu.mean,
-                           fraction=row["frames_per_s"] / ceiling)
-                rows.append(row)
-                if args.json:  # after every row: a run cut short keeps what it measured
-                    Path(args.json).write_text(json.dumps(rows, indent=1))
-                print(f"{name:16s} {runner:5s} {row['inference']:7s} {grad:5s}     "
-                      f"{row['frames_per_s']:9.0f} frames/s ({row['fraction']:.1%} of "
-                      f"env-only), {row['updates_per_s']:.1f} updates/s", flush=True)
+        settings = [(r, i, g) for r, i in PLACEMENTS for g in args.grads.split(",")]
+        # in turns, so that every setting sees the same drift of a shared machine
+        for rnd, (runner, inference, grad) in ((k, s) for k in range(rounds) for s in settings):
+            mine = [o for o in sizes if not (resized and runner == "sync"
+                                             and o.startswith("runner.num_envs="))]
+            over = [f"device={args.device}", "runner.total_frames=1000000000", *mine,
+                    *env_over, f"runner={runner}", f"grad={grad}"]
+            if runner == "async":
+                over.append(f"runner.inference={inference}")
+            if resized:
+                over.append(f"runner.batch_size={args.batch_size}" if runner == "async"
+                            else f"runner.num_envs={args.batch_size}")
+            with GpuSampler(args.device == "cuda") as gpu:
+                row = train_row(preset, over, updates)
+            row.update(env=name, runner=runner, grad=grad, gpu_util=gpu.mean,
+                       fraction=row["frames_per_s"] / ceiling, round=rnd)
+            rows.append(row)
+            if args.json:  # after every row: a run cut short keeps what it measured
+                Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"{name:16s} {runner:5s} {row['inference']:7s} {grad:5s} round {rnd + 1}  "
+                  f"{row['frames_per_s']:9.0f} frames/s ({row['fraction']:.1%} of "
+                  f"env-only), {row['updates_per_s']:.1f} updates/s", flush=True)
     ceilings = {r["env"]: r["frames_per_s"] for r in rows if r["runner"] == "env-only"}
     for r in rows:
         r.update(device=args.device, env_only_frames_per_s=ceilings[r["env"]],
                  threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
-    print("\n| env | runner | inference | grad | frames/s | of env-only | updates/s | lag "
-          "| obs/policy step | CPUs pinned |\n|---|---|---|---|---|---|---|---|---|---|")
-    def f(r: dict, key: str, fmt: str) -> str:
-        return format(r[key], fmt) if r.get(key) is not None else "-"
-
-    pinned = {None: "-", True: "yes", False: "no"}
-    for r in rows:
-        print(f"| {r['env']} | {r['runner']} | {r['inference']} | {r['grad']} | "
-              f"{r['frames_per_s']:.0f} | {r['fraction']:.1%} | {f(r, 'updates_per_s', '.1f')} "
-              f"| {f(r, 'policy_lag', '.1f')} | {f(r, 'inference_batch_mean', '.1f')} "
-              f"| {pinned[r.get('cpu_affinity')]} |")
+    print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
         print(f"wrote {args.json}")
+
+
+def print_table(rows: list[dict]) -> None:
+    """One line per setting: medians over its rounds, and "vs sync", the median over rounds
+    of its frames/s over the same round's sync row with the same grad."""
+    def med(group: list[dict], key: str, fmt: str) -> str:
+        vals = [r[key] for r in group if r.get(key) is not None]
+        return format(statistics.median(vals), fmt) if vals else "-"
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["env"], r["runner"], r["inference"], r["grad"]), []).append(r)
+    sync = {(r["env"], r["grad"], r.get("round")): r["frames_per_s"] for r in rows
+            if r["runner"] == "sync"}
+    pinned = {None: "-", True: "yes", False: "no"}
+    print("\n| env | runner | inference | grad | rounds | frames/s | vs sync | of env-only "
+          "| updates/s | lag | obs/policy step | CPUs pinned |\n" + "|---" * 12 + "|")
+    for (env, runner, inference, grad), group in groups.items():
+        ratios = [r["frames_per_s"] / sync[env, grad, r.get("round")] for r in group
+                  if (env, grad, r.get("round")) in sync]
+        vs = f"{statistics.median(ratios):.2f}x" if ratios and runner != "env-only" else "-"
+        print(f"| {env} | {runner} | {inference} | {grad} | {len(group)} | "
+              f"{med(group, 'frames_per_s', '.0f')} | {vs} | {med(group, 'fraction', '.1%')} | "
+              f"{med(group, 'updates_per_s', '.1f')} | {med(group, 'policy_lag', '.1f')} | "
+              f"{med(group, 'inference_batch_mean', '.1f')} | "
+              f"{pinned[group[0].get('cpu_affinity')]} |")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,9 @@ thread pool of theirs exists, so that a restarted one is pinned too.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 MODES = ("auto", "always", "never")
 
