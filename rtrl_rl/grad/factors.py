@@ -8,13 +8,13 @@ product; 1 for the last step), the end-of-chunk update needs
     new_vec[:, v] = p0 * s_vec[:, v] + sum_s pu[s, :, key_v] * factor_v[s]   [B, V, N]
 
 (``factor_v`` is 1 for the biases). In PyTorch this is some 60 small operations over
-``[T, B, N]`` tensors, most of them the step-by-step sweep for ``P``, after the eLSTM's
-terms took another 8. For eLSTM terms on the CPU, a numba kernel computes the terms and all
-of the above in one pass over ``c_prev, z, f`` (measured 0.33 ms against 0.3 + 1.2 ms at
-B=32, T=50, N=256, float32). On CUDA, Triton kernels do the same sweeps
-(``rtrl_rl.grad.factors_triton``) where triton is installed (it comes with PyTorch's CUDA
-builds). The PyTorch form serves every other case (other element-wise cells, no numba or
-triton) and is the kernels' test oracle.
+``[T, B, N]`` tensors, most of them the step-by-step sweep for ``P``, after the eLSTM's terms
+took another 8. For eLSTM terms on the CPU, a numba kernel computes the terms and all of the
+above in one pass over ``c_prev, z, f`` (measured 0.33 ms against 0.3 + 1.2 ms at B=32,
+T=50, N=256, float32, on 2026-12-02; 0.95-1.1 ms alone on the slower VM of 12-04). On CUDA,
+Triton kernels do the same sweeps (``rtrl_rl.grad.factors_triton``) where triton is
+installed (it comes with PyTorch's CUDA builds). The PyTorch form serves every other case
+(other element-wise cells, no numba or triton) and is the kernels' test oracle.
 
 For layers with 2 reals per unit (``PairTerms``), ``g_t`` and ``P_s`` are 2x2 matrices per
 unit (``P_s = g_{T-1} ... g_{s+1}``, in that order), products with them are matrix products,
