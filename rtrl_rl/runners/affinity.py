@@ -3,7 +3,7 @@
 With the learner and the policy inference both on the CPU, the learner's update and the
 actor side (env workers and the inference process, which pass every env step between them)
 compete for the same cores. Left to the scheduler, a waking worker or the inference process
-keeps preempting the learner halfway through an update. Giving the learner cores of its own
+appears to preempt the learner in mid-update. Giving the learner cores of its own
 and the actor side the rest (as Sample Factory's ``set_workers_cpu_affinity`` does for its
 workers) removes that. On the 2-core CPU, the default job with ``runner.inference=learner``
 ran at a median 0.92x the sync runner's frames/s unpinned and 1.03x pinned (5 interleaved
