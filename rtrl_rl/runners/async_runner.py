@@ -35,7 +35,6 @@ import torch.multiprocessing as mp
 
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners import affinity
-from rtrl_rl.runners.affinity import CpuPlan
 from rtrl_rl.runners.async_worker import alloc_slots
 from rtrl_rl.runners.placement import LearnerInference, WorkerInference
 
@@ -107,18 +106,16 @@ class AsyncRunner:
             self.close()
             raise
 
-    def _pin(self, rc) -> tuple[CpuPlan, list[int], int] | None:
+    def _pin(self, rc) -> tuple[affinity.CpuPlan, list[int], int] | None:
         """Pin this (the learner's) process per ``runner.cpu_affinity``; returns the plan
         and what to restore on close (the CPUs and torch's thread count), or None."""
         if not affinity.wanted(rc.cpu_affinity, rc.kind, rc.inference, self.device.type):
             return None
-        before = affinity.available()
-        plan = affinity.make_plan(affinity.rank_share(before, os.environ),
-                                  torch.get_num_threads())
+        before, threads = affinity.available(), torch.get_num_threads()
+        plan = affinity.make_plan(affinity.rank_share(before, os.environ), threads)
         if plan is None:
             log.info("cpu affinity: fewer than 2 CPUs for this process, nothing pinned")
             return None
-        threads = torch.get_num_threads()
         affinity.pin_process(plan.learner)
         if threads > len(plan.learner):  # more threads than cores only makes them wait
             torch.set_num_threads(len(plan.learner))
