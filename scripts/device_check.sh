@@ -7,14 +7,15 @@
 #
 # Steps (each under its own time limit; on the GPU they add up to 8 minutes at most):
 #   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
-#   2. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
+#   2. pytest -m gpu (they skip without CUDA; 60 s per test where pytest-timeout exists)
+#   3. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
 #      B=32, T=50), rtrl against bptt, in float32 and with model.amp=bf16
-#   3. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
+#   4. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
 #      is skipped, and the log says why): sync, async inference=worker and async
 #      inference=learner, each with rtrl and bptt; 16 workers, 128 streams, batches of 32
-#   4. pytest -m gpu (they skip without CUDA; 60 s per test where pytest-timeout exists)
 #   5. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step (eLSTM); then the
 #      RTU and LRU cores at N=256: rtrl and bptt
+# ONLY=gpu_tests,bench_grad (step names, comma-separated) runs those steps alone, for a rerun.
 # Exit status: 0 when every step that ran passed, 1 otherwise.
 set -uo pipefail
 OUT=${1:?usage: device_check.sh OUT [--dry-run]}
@@ -39,6 +40,7 @@ failed=0
 
 step() {  # step NAME SECONDS CMD...: run, time, record
   local name=$1 limit=$2; shift 2
+  [[ -z ${ONLY:-} || ,$ONLY,machine, == *,$name,* ]] || return 0
   echo "== $name ($(date -u +%FT%TZ)): $*"
   local t0=$SECONDS
   timeout -k 10 "$limit" "$@"
@@ -76,8 +78,14 @@ print(','.join(n for n, k in (('atari_pong','atari'),('procgen_coinrun','procgen
     "$OUT/machine.json" 2>/dev/null)
 echo "env families for throughput: ${envs:-none}"
 
-# The bar's two figures first (the learner update, then throughput), so that a check cut
-# short still has them; then the tests; then the core-only grid.
+# The tests first: they are what a rerun after a fix needs, and they are quick.
+per_test=()  # a hung test fails alone, with its stack, instead of eating the step
+"$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
+step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests ${per_test[@]+"${per_test[@]}"} \
+    --junitxml "$OUT/gpu_tests.xml"
+
+# Then the learner update and throughput, so that a check cut short still has them; then the
+# core-only grid.
 if [[ $DRY == 1 ]]; then
   learner=(--batch 4 --unroll 5 --rounds 2 --block 1 model.hidden_size=16)
 else
@@ -100,10 +108,6 @@ if [[ -n $envs ]]; then
   fi
 fi
 
-per_test=()  # a hung test fails alone, with its stack, instead of eating the step
-"$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests ${per_test[@]+"${per_test[@]}"} \
-    --junitxml "$OUT/gpu_tests.xml"
 
 if [[ $DRY == 1 ]]; then
   step bench_grad 120 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 5:16 --batch 4 \
@@ -118,6 +122,18 @@ else
       --rounds 4 --block 4 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 fi
+# One file for every JSON written (the device tool brings back at most 8 files).
+"$PY" - "$OUT" <<'PYEOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+parts = sorted(out.glob("*.json")) + [out / "steps.jsonl"]
+bundle = {p.name: json.loads(p.read_text()) for p in parts[:-1]}
+bundle["steps"] = [json.loads(line) for line in parts[-1].read_text().splitlines()]
+(out / "results.json.tmp").write_text(json.dumps(bundle, indent=1))
+for p in parts:
+    p.unlink()
+(out / "results.json.tmp").rename(out / "results.json")
+PYEOF
 echo "== done: $( [[ $failed == 0 ]] && echo all steps passed || echo some step failed ); \
-files in $OUT"
+files in $OUT (every JSON in results.json)"
 exit $failed
