@@ -153,6 +153,9 @@ def main() -> None:
     ap.add_argument("--env-seconds", type=float, default=8.0)
     ap.add_argument("--envs", default="atari_pong,procgen_coinrun")
     ap.add_argument("--grads", default="rtrl,bptt")
+    ap.add_argument("--placements", default="sync,worker,learner",
+                    help="comma-separated: sync, worker (async, policy in the env workers), "
+                         "learner (async, policy in one inference process)")
     ap.add_argument("--quick", action="store_true",
                     help="the default job (its own sizes, 600 updates, 2 rounds) and Atari Pong "
                          "(8 streams, T=10, 6 updates): both placements, both grads, under "
@@ -163,6 +166,11 @@ def main() -> None:
                          "default job)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
+    named = {"sync": PLACEMENTS[0], "worker": PLACEMENTS[1], "learner": PLACEMENTS[2]}
+    wrong = sorted(set(args.placements.split(",")) - set(named))
+    if wrong:
+        ap.error(f"--placements: unknown {', '.join(wrong)} (choose from sync, worker, learner)")
+    placements = [named[p] for p in args.placements.split(",")]
     plan = []  # (env name, overrides for every row, updates, streams for the ceiling, rounds)
     for name in (["delayed_recall", "atari_pong"] if args.quick else args.envs.split(",")):
         if name == "delayed_recall":  # the default job as `make train` runs it
@@ -183,7 +191,7 @@ def main() -> None:
                      "frames_per_s": ceiling, "fraction": 1.0})
         print(f"{name:16s} env-only                  {ceiling:9.0f} frames/s", flush=True)
         resized = args.batch_size and name != "delayed_recall"
-        settings = [(r, i, g) for r, i in PLACEMENTS for g in args.grads.split(",")]
+        settings = [(r, i, g) for r, i in placements for g in args.grads.split(",")]
         # in turns, so that every setting sees the same drift of a shared machine
         for rnd, (runner, inference, grad) in ((k, s) for k in range(rounds) for s in settings):
             mine = [o for o in sizes if not (resized and runner == "sync"

@@ -5,7 +5,8 @@
 #   scripts/device_check.sh OUT              # on the GPU machine (wheels from .whl/ if there)
 #   scripts/device_check.sh OUT --dry-run    # the same steps on the CPU at tiny sizes
 #
-# Steps (each under its own time limit; on the GPU they add up to 8 minutes at most):
+# Steps (each under its own time limit; on the GPU they add up to 9.5 minutes at most; each
+# bench_grad row is a fresh process, and CUDA start-up and Triton's compiling dominate):
 #   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
 #   2. pytest -m gpu (they skip without CUDA; 60 s per test where pytest-timeout exists)
 #   3. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
@@ -13,9 +14,10 @@
 #   4. bench_throughput.py for Atari Pong and ProcGen CoinRun (a family that does not import
 #      is skipped, and the log says why): sync, async inference=worker and async
 #      inference=learner, each with rtrl and bptt; 16 workers, 128 streams, batches of 32
-#   5. bench_grad.py at B=32, T=50, N=256 and N=512: rtrl, bptt, one_step (eLSTM); then the
+#   5. bench_grad.py at B=32, T=50, N=256: rtrl, bptt, one_step (eLSTM); then the
 #      RTU and LRU cores at N=256: rtrl and bptt
-# ONLY=gpu_tests,bench_grad (step names, comma-separated) runs those steps alone, for a rerun.
+# ONLY=gpu_tests,bench_grad (step names, comma-separated) runs those steps alone, for a rerun;
+# TESTS=tests/grad/test_cuda.py narrows the gpu tests; PLACEMENTS=learner the throughput rows.
 # Exit status: 0 when every step that ran passed, 1 otherwise.
 set -uo pipefail
 OUT=${1:?usage: device_check.sh OUT [--dry-run]}
@@ -81,7 +83,7 @@ echo "env families for throughput: ${envs:-none}"
 # The tests first: they are what a rerun after a fix needs, and they are quick.
 per_test=()  # a hung test fails alone, with its stack, instead of eating the step
 "$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
-step gpu_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests ${per_test[@]+"${per_test[@]}"} \
+step gpu_tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu ${TESTS:-tests} ${per_test[@]+"${per_test[@]}"} \
     --junitxml "$OUT/gpu_tests.xml"
 
 # Then the learner update and throughput, so that a check cut short still has them; then the
@@ -99,11 +101,11 @@ step bench_learner_bf16 35 "$PY" scripts/bench_learner.py --device "$DEVICE" \
 if [[ -n $envs ]]; then
   if [[ $DRY == 1 ]]; then
     step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
-        --envs "$envs" --num-envs 4 --batch-size 2 --unroll 5 --updates 2 --workers 2 \
+        --envs "$envs" --placements "${PLACEMENTS:-sync,worker,learner}" --num-envs 4 --batch-size 2 --unroll 5 --updates 2 --workers 2 \
         --env-seconds 1 --json "$OUT/bench_throughput.json"
   else
     step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
-        --envs "$envs" --num-envs 128 --batch-size 32 --unroll 50 --updates 20 --workers 16 \
+        --envs "$envs" --placements "${PLACEMENTS:-sync,worker,learner}" --num-envs 128 --batch-size 32 --unroll 50 --updates 20 --workers 16 \
         --env-seconds 4 --json "$OUT/bench_throughput.json"
   fi
 fi
@@ -116,9 +118,9 @@ if [[ $DRY == 1 ]]; then
       --batch 4 --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 else
-  step bench_grad 45 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256,50:512 \
+  step bench_grad 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
       --rounds 5 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
-  step bench_grad_cells 35 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
+  step bench_grad_cells 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
       --rounds 4 --block 4 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 fi

@@ -33,7 +33,7 @@ def run_chunks(core, grad_name, x, first, readout, t_chunk, mask=None):
     """Sum of per-chunk gradients with parameters held fixed; returns (grads, module)."""
     zero_grads(core)
     grad = make_grad(grad_name, core, x.shape[1])
-    state = core.initial_state(x.shape[1], dtype=x.dtype)
+    state = core.initial_state(x.shape[1], device=x.device, dtype=x.dtype)
     for k in range(x.shape[0] // t_chunk):
         sl = slice(k * t_chunk, (k + 1) * t_chunk)
         h, state = grad.unroll(x[sl], state, first[sl])

@@ -62,7 +62,7 @@ def _chunked(core, grad_name, x, first, readout, groups=None):
     (their order alternating), through ``stream_ids``."""
     zero_grads(core)
     grad = make_grad(grad_name, core, B)
-    state = core.initial_state(B, dtype=x.dtype)
+    state = core.initial_state(B, device=x.device, dtype=x.dtype)
     for k in range(N_CHUNKS):
         sl = slice(k * T_CHUNK, (k + 1) * T_CHUNK)
         if groups is None:
@@ -202,7 +202,7 @@ def test_carried_sensitivities_resume_from_a_state_dict(name):
     want = _full_bptt(core, x, first, readout)
     zero_grads(core)
     grad = make_grad("rtrl", core, B)
-    state = core.initial_state(B, dtype=x.dtype)
+    state = core.initial_state(B, device=x.device, dtype=x.dtype)
     for k in range(N_CHUNKS):
         sl = slice(k * T_CHUNK, (k + 1) * T_CHUNK)
         if k == 2:
