@@ -135,10 +135,13 @@ def _load():
 
 def _rank_t_update(flat, x, pu, b, lo, hi):  # pragma: no cover (compiled by numba)
     """``flat[b, i] += sum_t x[t, b, i] * pu[b, t]`` for rows ``i`` in ``[lo, hi)``, the
-    time steps unrolled by 8 and 4 so that each load and store of a row serves up to 8
-    multiply-adds. flat ``[B, I, F]``, pu ``[B, T, F]``."""
+    time steps in groups of 8, then at most one group each of 4, 2 and 1, so that each load
+    and store of a row serves up to 8 multiply-adds (T=10: two passes over the rows, not
+    three). flat ``[B, I, F]``, pu ``[B, T, F]``."""
     t_len, f_len = pu.shape[1], pu.shape[2]
-    t8, t4 = t_len - t_len % 8, t_len - t_len % 4
+    t8 = t_len - t_len % 8
+    t4 = t8 + (t_len - t8) // 4 * 4
+    t2 = t4 + (t_len - t4) // 2 * 2
     for t in range(0, t8, 8):
         for i in range(lo, hi):
             x0, x1, x2, x3 = x[t, b, i], x[t + 1, b, i], x[t + 2, b, i], x[t + 3, b, i]
@@ -154,7 +157,12 @@ def _rank_t_update(flat, x, pu, b, lo, hi):  # pragma: no cover (compiled by num
             for k in range(f_len):
                 flat[b, i, k] += (x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
                                   + x2 * pu[b, t + 2, k] + x3 * pu[b, t + 3, k])
-    for t in range(t4, t_len):
+    for t in range(t4, t2, 2):
+        for i in range(lo, hi):
+            x0, x1 = x[t, b, i], x[t + 1, b, i]
+            for k in range(f_len):
+                flat[b, i, k] += x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]
+    for t in range(t2, t_len):
         for i in range(lo, hi):
             x0 = x[t, b, i]
             for k in range(f_len):

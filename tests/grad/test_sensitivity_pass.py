@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sensitivity_pass.usable(torch.zeros(1, 1, 1,
 @pytest.mark.parametrize("block", [1, 2])  # reals per unit: element-wise or 2x2 blocks
 @pytest.mark.parametrize(("mode", "t_len", "pu_layout"), [
     ("grad", 1, "bt"), ("scale", 1, "bt"),
-    *[("update", t, lay) for t in (1, 3, 4, 7, 8, 13, 21) for lay in ("bt", "tb")],
+    *[("update", t, lay) for t in (1, 3, 4, 7, 8, 10, 13, 21) for lay in ("bt", "tb")],
 ])  # every remainder of the unrolled time loop
 def test_gradient_and_update_in_one_pass(dtype, block, mode, t_len, pu_layout):
     """acc = sum_b S[b] g[b], then S <- P_0 S (scale) or S <- P_0 S + sum_t x_t (x) pu_t
