@@ -259,6 +259,11 @@ MUTATIONS: list[Mutation] = [
         "+ x6 * pu[b, t + 6, k] + x7 * pu[b, t + 6, k])",
         "RTRL CPU kernel: in the update unrolled by 8 steps, the 8th reads the 7th's factors",
         "tests/grad/test_sensitivity_pass.py"),
+    mut("P13", "rtrl_rl/grad/sensitivity_pass.py",
+        "flat[b, i, k] += x0 * pu[b, t, k] + x1 * pu[b, t + 1, k]",
+        "flat[b, i, k] += x0 * pu[b, t, k] + x1 * pu[b, t, k]",
+        "RTRL CPU kernel: in the update's group of 2 leftover steps, the 2nd reads the 1st's "
+        "factors", "tests/grad/test_sensitivity_pass.py"),
     mut("P11", "rtrl_rl/grad/sensitivity_pass.py",
         "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 0, 1, n] * s1",
         "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 1, 0, n] * s1",
