@@ -5,8 +5,8 @@
 #   scripts/device_check.sh OUT              # on the GPU machine (wheels from .whl/ if there)
 #   scripts/device_check.sh OUT --dry-run    # the same steps on the CPU at tiny sizes
 #
-# Steps (each under its own time limit; on the GPU they add up to 9.5 minutes at most; each
-# bench_grad row is a fresh process, and CUDA start-up and Triton's compiling dominate):
+# Steps (each under its own time limit; on the GPU they add up to 9.3 minutes at most; on an
+# H200 on 2026-12-04 the steps took 60, 33, 230 (estimated from 4 of 6 rows), 21 and 38 s):
 #   1. machine report (nvidia-smi, python, torch, numpy) and which env families import
 #   2. pytest -m gpu (they skip without CUDA; 60 s per test where pytest-timeout exists)
 #   3. bench_learner.py: the whole learner update on Atari Pong (IMPALA stem + eLSTM 256,
@@ -103,8 +103,8 @@ if [[ -n $envs ]]; then
     step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
         --envs "$envs" --placements "${PLACEMENTS:-sync,worker,learner}" --num-envs 4 --batch-size 2 --unroll 5 --updates 2 --workers 2 \
         --env-seconds 1 --json "$OUT/bench_throughput.json"
-  else
-    step bench_throughput 180 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
+  else  # on an H200 each row took 30-40 s, most of it starting 16 workers
+    step bench_throughput 240 "$PY" scripts/bench_throughput.py --device "$DEVICE" \
         --envs "$envs" --placements "${PLACEMENTS:-sync,worker,learner}" --num-envs 128 --batch-size 32 --unroll 50 --updates 20 --workers 16 \
         --env-seconds 4 --json "$OUT/bench_throughput.json"
   fi
@@ -118,9 +118,9 @@ if [[ $DRY == 1 ]]; then
       --batch 4 --rounds 2 --block 1 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 else
-  step bench_grad 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
+  step bench_grad 60 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
       --rounds 5 --block 4 --repeat 1 --methods rtrl,bptt,one_step --json "$OUT/bench_grad.json"
-  step bench_grad_cells 100 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
+  step bench_grad_cells 70 "$PY" scripts/bench_grad.py --device "$DEVICE" --points 50:256 \
       --rounds 4 --block 4 --repeat 1 --methods rtrl,bptt --cores rtu,lru \
       --json "$OUT/bench_grad_cells.json"
 fi
