@@ -269,8 +269,8 @@ MUTATIONS: list[Mutation] = [
         "RTRL CPU kernel: in the update's group of 2 leftover steps, the 2nd reads the 1st's "
         "factors", "tests/grad/test_sensitivity_pass.py"),
     mut("P11", "rtrl_rl/grad/sensitivity_pass.py",
-        "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 0, 1, n] * s1",
-        "s[b, i, m, n, 0] = p0[b, 0, 0, n] * s0 + p0[b, 1, 0, n] * s1",
+        "row[2 * n] = pa[2 * n] * x0 + pc[2 * n] * x1",
+        "row[2 * n] = pa[2 * n] * x0 + pc[2 * n + 1] * x1",
         "RTRL CPU kernel, 2x2 blocks: P_0's off-diagonal entries swapped in the decay",
         CELL_EXACT),
     mut("P12", "rtrl_rl/grad/factors.py",
