@@ -43,8 +43,9 @@ ENVS = {
     "procgen_coinrun": ("procgen_r2ac", ["env.game=coinrun"],
                         {"family": "procgen", "game": "coinrun"}),
 }
-#: (runner, inference)
-PLACEMENTS = (("sync", "-"), ("async", "worker"), ("async", "learner"))
+#: name -> (runner, inference)
+PLACEMENTS = {"sync": ("sync", "-"), "worker": ("async", "worker"),
+              "learner": ("async", "learner")}
 
 
 def env_only(env_cfg: dict, num_envs: int, seconds: float, seed: int = 0) -> float:
@@ -166,11 +167,11 @@ def main() -> None:
                          "default job)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    named = {"sync": PLACEMENTS[0], "worker": PLACEMENTS[1], "learner": PLACEMENTS[2]}
-    wrong = sorted(set(args.placements.split(",")) - set(named))
+    wrong = sorted(set(args.placements.split(",")) - set(PLACEMENTS))
     if wrong:
-        ap.error(f"--placements: unknown {', '.join(wrong)} (choose from sync, worker, learner)")
-    placements = [named[p] for p in args.placements.split(",")]
+        ap.error(f"--placements: unknown {', '.join(wrong)} "
+                 f"(choose from {', '.join(PLACEMENTS)})")
+    placements = [PLACEMENTS[p] for p in args.placements.split(",")]
     plan = []  # (env name, overrides for every row, updates, streams for the ceiling, rounds)
     for name in (["delayed_recall", "atari_pong"] if args.quick else args.envs.split(",")):
         if name == "delayed_recall":  # the default job as `make train` runs it
