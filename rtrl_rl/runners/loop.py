@@ -37,6 +37,7 @@ from rtrl_rl.envs import make_env
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import make_grad, sensitivity_pass
 from rtrl_rl.logging import RunLogger
+from rtrl_rl.malloc import keep_freed_memory
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
 from rtrl_rl.run_dir import RunDirLock
@@ -164,6 +165,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collectiv
     if threads:  # under torchrun OMP_NUM_THREADS (1 by default) sizes both pools
         torch.set_num_threads(threads)
         sensitivity_pass.limit_threads(threads)
+    keep_freed_memory()  # the same tensors every update: no page faults for them
 
     mine = rank_config(cfg, ranks)  # this rank's streams and seed
     env = make_env(cfg.env, mine.runner.num_envs, mine.seed)
