@@ -12,6 +12,10 @@ a linear readout loss, backward, and the sensitivity update, for each core of --
   do per chunk beyond BPTT, namely read and write the carried sensitivity tensor once (a
   copy) and the bare rank-T update matmul ``[B, I, T] @ [B, T, M*N*K]``. RTRL's extra cost
   (rtrl - bptt) is printed as a multiple of it.
+- update flops: the floor matmul's FLOPs as a share of a bptt update's matmul FLOPs (both
+  counted by ``torch.utils.flop_counter``). Exact RTRL must do those FLOPs on top of
+  BPTT's, so where the update ran at BPTT's FLOP rate, rtrl/bptt would be at least 1 plus
+  this share (eLSTM, I=257, N=256: 16.7%, whatever B and T).
 - peak memory, and the slow step-by-step reference's time (eLSTM only): one fresh
   subprocess per method. CPU: peak resident-set growth over the process's footprint before
   the first update; CUDA: torch.cuda.max_memory_allocated.
@@ -66,8 +70,10 @@ def _updater(method: str, b: int, t: int, n: int, i: int, device: str, core_kind
     import torch
 
     from rtrl_rl.grad import make_grad
+    from rtrl_rl.malloc import keep_freed_memory
     from rtrl_rl.models.cells import make_core
 
+    keep_freed_memory()  # as the learner does (rtrl_rl.malloc)
     if method == "floor":
         return _floor(core_kind, b, t, n, i, device)
     torch.manual_seed(0)
@@ -126,12 +132,19 @@ def worker(method: str, b: int, t: int, n: int, i: int, device: str, reps: int,
         peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
-    return {
+    row = {
         "method": method, "core": core, "B": b, "T": t, "N": n, "I": i, "device": device,
         "ms_per_update": round(statistics.median(times), 3),
         "peak_mb": round(max(peak, 0.0), 1),
         "threads": torch.get_num_threads(),
     }
+    if method in ("bptt", "floor"):  # the kernels of rtrl's own update are not counted
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            update()
+        row["matmul_flops"] = int(counter.get_total_flops())
+    return row
 
 
 def paired_worker(methods: list[str], b: int, t: int, n: int, i: int, device: str,
@@ -209,28 +222,35 @@ def print_table(rows: list[dict]) -> None:
 
     table = Table(title="learner update: forward + backward + sensitivity update")
     for col in ("core", "method", "B", "T", "N", "I", "ms/update", "peak MB", "vs bptt",
-                "extra / floor"):
+                "extra / floor", "update flops"):
         table.add_column(col, justify="right")
     key = lambda r: (r.get("core", "elstm"), r["T"], r["N"])  # noqa: E731
     bptt = {key(r): r["ms_per_update"] for r in rows if r["method"] == "bptt"}
     floor = {key(r): r["ms_per_update"] for r in rows if r["method"] == "floor"}
+    flops = {(key(r), r["method"]): r.get("matmul_flops") for r in rows}
     for r in rows:
         ratio = r.get("ratio_to_bptt")
         if ratio is None and key(r) in bptt and r["method"] != "floor":  # the reference
             ratio = r["ms_per_update"] / bptt[key(r)]
-        extra = "-"
+        extra = share = "-"
         if r["method"] == "rtrl" and key(r) in floor and key(r) in bptt:
             extra = f"{(r['ms_per_update'] - bptt[key(r)]) / floor[key(r)]:.2f}x"
+            update, base = flops.get((key(r), "floor")), flops.get((key(r), "bptt"))
+            if update and base:
+                share = f"+{update / base:.1%}"
         table.add_row(key(r)[0], r["method"], str(r["B"]), str(r["T"]), str(r["N"]),
                       str(r["I"]), f"{r['ms_per_update']:.1f}", f"{r['peak_mb']:.0f}",
-                      "-" if ratio is None else f"{ratio:.2f}x", extra)
+                      "-" if ratio is None else f"{ratio:.2f}x", extra, share)
     ms = {(r["method"], r["T"], r["N"]): r["ms_per_update"] for r in rows
           if r.get("core", "elstm") == "elstm"}
     speedups = [f"T={t} N={n}: {ms[('rtrl_reference', t, n)] / v:.1f}x"
                 for (m, t, n), v in ms.items() if m == "rtrl" and ("rtrl_reference", t, n) in ms]
+    caption = ["update flops: the rank-T update's matmul FLOPs over a bptt update's (a "
+               "bound on rtrl/bptt where both run at the same FLOP rate)"]
     if speedups:
-        table.caption = "step-by-step reference / chunked rtrl: " + ", ".join(speedups)
-    Console().print(table)
+        caption.append("step-by-step reference / chunked rtrl: " + ", ".join(speedups))
+    table.caption = "\n".join(caption)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def main() -> None:

@@ -54,3 +54,19 @@ def test_pair_cores_and_the_floor_take_turns_with_the_methods():
     for core in ("rtu", "lru"):
         row = _run("--worker", "rtrl", "4", "3", "8", "5", "cpu", "2", core)
         assert row["core"] == core and row["ms_per_update"] > 0
+
+
+def test_flop_counts_match_hand_counts():
+    # bptt, B=4, T=3, N=8, I=5, readout 16: each of the three linears (inputs -> 3N gate
+    # pre-activations, c -> the output gate, h -> readout) costs 2*T*B*in*out forward and
+    # twice that backward (input and weight gradients).
+    tb = 3 * 4
+    linears = 2 * tb * 5 * 24 + 2 * tb * 8 * 8 + 2 * tb * 8 * 16
+    row = _run("--worker", "bptt", "4", "3", "8", "5", "cpu", "2")
+    assert row["matmul_flops"] == 3 * linears
+    # the floor's update matmul: 2 * B * I * T * (M * N * reals per unit)
+    row = _run("--worker", "floor", "4", "3", "8", "5", "cpu", "2")
+    assert row["matmul_flops"] == 2 * 4 * 5 * 3 * (2 * 8 * 1)
+    row = _run("--worker", "floor", "4", "3", "8", "5", "cpu", "2", "lru")
+    assert row["matmul_flops"] == 2 * 4 * 5 * 3 * (2 * 8 * 2)
+    assert "matmul_flops" not in _run("--worker", "rtrl", "4", "3", "8", "5", "cpu", "2")
