@@ -15,7 +15,7 @@ a linear readout loss, backward, and the sensitivity update, for each core of --
 - update flops: the floor matmul's FLOPs as a share of a bptt update's matmul FLOPs (both
   counted by ``torch.utils.flop_counter``). Exact RTRL must do those FLOPs on top of
   BPTT's, so where the update ran at BPTT's FLOP rate, rtrl/bptt would be at least 1 plus
-  this share (eLSTM, I=257, N=256: 16.7%, whatever B and T).
+  this share (eLSTM, I=257, N=256: 16.4%, whatever B and T).
 - peak memory, and the slow step-by-step reference's time (eLSTM only): one fresh
   subprocess per method. CPU: peak resident-set growth over the process's footprint before
   the first update; CUDA: torch.cuda.max_memory_allocated.
