@@ -248,13 +248,12 @@ def _load_kernel():
             _kernel = False
         else:
             prange = numba.prange
-            # The eLSTM's sweep serial: threaded, it saved little (0.62 against 0.58 ms at
-            # B=32, T=50, N=256). The pair layers' sweep, streams threaded: at B=32, N=256
-            # on the 2-core CPU, 3.1 against 5.0 ms (RTU, T=50), 0.34 against 0.66 ms (LRU,
-            # T=10), with the same bits.
-            jit = numba.njit(cache=True, nogil=True)
-            _kernel = {"elstm": jit(_sweep_elstm),
-                       "pairs": numba.njit(cache=True, nogil=True, parallel=True)(_sweep_pairs)}
+            # Streams threaded, with the same bits. The pair layers' sweep at B=32, N=256 on
+            # the 2-core CPU: 3.1 against 5.0 ms (RTU, T=50), 0.34 against 0.66 ms (LRU,
+            # T=10). The eLSTM's, timed inside whole updates (alone it gained little, 0.62
+            # against 0.58 ms): 0.77 against 1.11 ms at T=50, 0.23 against 0.29 at T=10.
+            jit = numba.njit(cache=True, nogil=True, parallel=True)
+            _kernel = {"elstm": jit(_sweep_elstm), "pairs": jit(_sweep_pairs)}
     return _kernel
 
 
@@ -316,13 +315,13 @@ def _sweep_pairs(a, u, v, keep, s_vec, pu, p0, new_vec):  # pragma: no cover (nu
 
 
 def _sweep_elstm(c_prev, z, f, w_z, w_f, keep, s_vec, pu, p, new_vec):  # pragma: no cover
-    """The fused pass, compiled by numba (plain numpy semantics), stream by stream. The
+    """The fused pass, compiled by numba (plain numpy semantics), streams in parallel. The
     eLSTM's terms are inlined (ELSTMTerms has the formulas); vector order w_z, w_f, b_z,
     b_f; pu ``[B, T, 2, N]``. Backwards in time, units innermost, one store per inner loop
     and no float64 constants, so that every inner loop vectorises."""
     t_len, b_len, n_len = z.shape
     one = np.ones(1, z.dtype)[0]
-    for b in range(b_len):
+    for b in prange(b_len):
         zeta = np.empty(n_len, z.dtype)
         phi = np.empty(n_len, z.dtype)
         for n in range(n_len):
