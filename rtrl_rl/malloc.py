@@ -27,8 +27,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-#: Blocks below this come from the heap, which is reused (glibc's own cap for the adaptive
-#: threshold on 64-bit systems; larger values are refused).
+#: Blocks below this come from the heap, which is reused (glibc's own cap for its adaptive
+#: threshold on 64-bit systems; the learner's largest block, ``S``, is 17 MB at N=256).
 MMAP_THRESHOLD = 32 * 2**20
 #: Free memory at the heap top kept before trimming.
 TRIM_THRESHOLD = 256 * 2**20
