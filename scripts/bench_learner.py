@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rtrl_rl.algos import make_learner  # noqa: E402
 from rtrl_rl.envs import make_env  # noqa: E402
 from rtrl_rl.grad import make_grad  # noqa: E402
+from rtrl_rl.malloc import keep_freed_memory  # noqa: E402
 from rtrl_rl.models.agent import Agent  # noqa: E402
 from rtrl_rl.rollout import Rollout  # noqa: E402
 
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.amp=bf16")
     args = ap.parse_args()
+    keep_freed_memory()  # as the learner does
     device = torch.device(args.device)
     overrides = [*(["env.game=pong"] if args.preset.startswith("atari") else []),
                  *args.overrides]
