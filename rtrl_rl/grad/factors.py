@@ -225,16 +225,28 @@ def _factors_numba_pairs(kernel, terms, first, s_vec):
     """The pair layers' factors by one numba sweep; ``pu`` is a ``[T, B, M, N, 2]`` view of
     ``[B, T, M, N, 2]`` storage, as for the eLSTM."""
     dtype = terms.a.dtype
-    u = torch.stack(list(terms.matrix.values()), 2)  # [T, B, M, N, 2]
+    a = _unbroadcast([terms.a])[0].contiguous()  # [T or 1, B or 1, N, 2, 2]
+    u = torch.stack(_unbroadcast(list(terms.matrix.values())), 2)  # [T or 1, B or 1, M, N, 2]
     v = torch.stack(list(terms.vector.values()), 2)  # [T, B, V, N, 2]
-    t_len, b, m, n, _ = u.shape
+    t_len, b, _, n, _ = v.shape
+    m = u.shape[2]
     pu = torch.empty(b, t_len, m, n, 2, dtype=dtype)
     p0 = torch.empty(b, n, 2, 2, dtype=dtype)
     new_vec = torch.empty(s_vec.shape, dtype=dtype)
-    kernel(terms.a.contiguous().numpy(), u.numpy(), v.numpy(),
-           (~first).to(dtype).contiguous().numpy(), s_vec.contiguous().numpy(), pu.numpy(),
-           p0.numpy(), new_vec.numpy())
+    kernel(a.numpy(), u.numpy(), v.numpy(), (~first).to(dtype).contiguous().numpy(),
+           s_vec.contiguous().numpy(), pu.numpy(), p0.numpy(), new_vec.numpy())
     return pu.transpose(0, 1), p0, new_vec
+
+
+def _unbroadcast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors ``[T, B, ...]`` cut to length 1 in time and/or streams where all of them
+    are broadcast there (stride 0): a linear pair layer's Jacobian blocks and matrix terms
+    are the same at every step and stream, and materialising them (13 MB for ``a`` at B=32,
+    T=50, N=256) cost more than the sweep that reads them."""
+    for dim in (0, 1):
+        if all(t.stride(dim) == 0 for t in tensors):
+            tensors = [t.narrow(dim, 0, 1) for t in tensors]
+    return tensors
 
 
 def _load_kernel():
@@ -260,28 +272,32 @@ def _load_kernel():
 def _sweep_pairs(a, u, v, keep, s_vec, pu, p0, new_vec):  # pragma: no cover (numba)
     """Streams in parallel, each backwards in time: the running product ``P_s`` (2x2 per
     unit) applied to the matrix terms ``u`` and the vector terms ``v``, then ``P_{s-1} =
-    P_s g_s``. a ``[T, B, N, 2, 2]``; u ``[T, B, M, N, 2]``; v ``[T, B, V, N, 2]``; pu
+    P_s g_s``. a ``[T, B, N, 2, 2]``; u ``[T, B, M, N, 2]``, either of them of length 1 in
+    time or streams where it is the same at every step or stream; v ``[T, B, V, N, 2]``; pu
     ``[B, T, M, N, 2]``. ``P`` is kept as two rows in the pairs' own interleaved layout,
     ``qa = (P00, P11)`` and ``qc = (P01, P10)`` of each unit, and every loop runs over a row
     slice: so they vectorise (with lane permutes), where ``[4, N]`` rows and 5-d indexing
     compiled to scalar code (B=32, N=256, 2 threads: LRU T=50 2.0 against 4.2 ms, RTU
     T=50 1.7 against 2.9 ms, LRU T=10 0.15 against 0.45 ms; the same bits)."""
-    t_len, b_len, m_len, n_len = u.shape[0], u.shape[1], u.shape[2], u.shape[3]
+    t_len, b_len, m_len, n_len = v.shape[0], v.shape[1], u.shape[2], u.shape[3]
     v_len, n2 = v.shape[2], 2 * n_len
-    a_f = a.reshape(t_len, b_len, 4 * n_len)
-    u_f = u.reshape(t_len, b_len, m_len, n2)
+    a_f = a.reshape(a.shape[0], a.shape[1], 4 * n_len)
+    u_f = u.reshape(u.shape[0], u.shape[1], m_len, n2)
+    a_t, a_b, u_t, u_b = a.shape[0] > 1, a.shape[1] > 1, u.shape[0] > 1, u.shape[1] > 1
     v_f = v.reshape(t_len, b_len, v_len, n2)
     pu_f = pu.reshape(b_len, t_len, m_len, n2)
     s_f = s_vec.reshape(b_len, v_len, n2)
     nv_f = new_vec.reshape(b_len, v_len, n2)
     p_f = p0.reshape(b_len, 4 * n_len)
     for b in prange(b_len):
+        bi = np.int64(b)  # prange's index is unsigned: with 0 it would unify to a float
         qa = np.ones(n2, a.dtype)
         qc = np.zeros(n2, a.dtype)
         acc = np.zeros((v_len, n2), a.dtype)
         for s in range(t_len - 1, -1, -1):
             for j in range(m_len):
-                src, dst = u_f[s, b, j], pu_f[b, s, j]
+                src = u_f[s if u_t else 0, bi if u_b else 0, j]
+                dst = pu_f[b, s, j]
                 for n in range(n_len):
                     x0, x1 = src[2 * n], src[2 * n + 1]
                     dst[2 * n] = qa[2 * n] * x0 + qc[2 * n] * x1
@@ -293,7 +309,7 @@ def _sweep_pairs(a, u, v, keep, s_vec, pu, p0, new_vec):  # pragma: no cover (nu
                     dst[2 * n] += qa[2 * n] * x0 + qc[2 * n] * x1
                     dst[2 * n + 1] += qc[2 * n + 1] * x0 + qa[2 * n + 1] * x1
             k = keep[s, b]
-            g = a_f[s, b]
+            g = a_f[s if a_t else 0, bi if a_b else 0]
             for n in range(n_len):
                 g00, g01 = g[4 * n] * k, g[4 * n + 1] * k
                 g10, g11 = g[4 * n + 2] * k, g[4 * n + 3] * k

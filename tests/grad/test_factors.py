@@ -164,3 +164,31 @@ def test_pair_factors_match_definition(backend):
     got = chunk_factors(terms, first, s_vec, backend=backend)
     for a, b in zip(got, pair_factors_by_definition(terms, first, s_vec), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("a_dims,u_dims", [((0, 1), (0, 1)), ((0,), (1,)), ((1,), ())])
+def test_pair_kernel_reads_broadcast_terms_without_copies(a_dims, u_dims):
+    """A linear pair layer's Jacobian blocks and matrix terms are broadcast views (the same
+    at every step and stream); the numba sweep reads them in place, as the definition
+    reads the full tensors."""
+    from rtrl_rl.grad import factors
+    from rtrl_rl.models.pair_cells import PairTerms
+
+    if not factors._load_kernel():
+        pytest.skip("numba is not installed")
+    terms, first, s_vec = random_pair_terms(seed=1)
+
+    def broadcast(t, dims):
+        for d in dims:
+            t = t.narrow(d, 0, 1).expand_as(t)
+        return t
+
+    a = broadcast(terms.a, a_dims)
+    matrix = {k: broadcast(u, u_dims) for k, u in terms.matrix.items()}
+    assert all(a.stride(d) == 0 for d in a_dims)
+    bterms = PairTerms(a, matrix, terms.vector)
+    want = pair_factors_by_definition(PairTerms(a.contiguous(), {
+        k: u.contiguous() for k, u in matrix.items()}, terms.vector), first, s_vec)
+    got = chunk_factors(bterms, first, s_vec, backend="numba")
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
