@@ -69,6 +69,9 @@ class ModelConfig:
     max_phase: float = 6.283185307179586  # rtu, lru: initial phases uniform on (0, max_phase]
     prev_reward: bool = True
     prev_action: bool = False
+    # an input column that is 1 at an episode's first step: what POPGym's Antialias wrapper
+    # adds, without which a cell whose state starts at zero cannot tell the first step apart
+    first_input: bool = False
     amp: str = "none"  # none | bf16: autocast the stem and heads (the core stays float32)
     compile_stem: bool = False  # torch.compile the stem (in each process that runs it)
 

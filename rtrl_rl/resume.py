@@ -36,7 +36,7 @@ ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.
          "algo.epochs": 4, "algo.minibatches": 4, "algo.clip_eps": 0.2,
          "algo.value_clip_eps": 0.2, "algo.gae_lambda": 0.95,
          "algo.normalize_advantages": True,
-         "distributed.rdzv_port": 29500}
+         "distributed.rdzv_port": 29500, "model.first_input": False}
 _TRUE = ("true", "1", "yes")
 
 

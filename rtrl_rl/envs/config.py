@@ -162,6 +162,14 @@ class GymConfig:
         if self.max_episode_steps is not None:
             _require(self.max_episode_steps >= 1, "max_episode_steps",
                      f"must be >= 1, got {self.max_episode_steps}")
+        if self.wrappers:  # one wrapped env now, so a wrapper that fails is named before a run
+            from rtrl_rl.envs.wrappers import apply_wrappers
+
+            raw = gymnasium.make(env_id, **self.make_kwargs)
+            try:
+                apply_wrappers(raw, self.wrappers).close()
+            finally:
+                raw.close()
 
 
 #: Id prefixes of well-known suites that register their envs on import.

@@ -92,10 +92,37 @@ def check_wrappers(specs: Sequence[Any], key: str = "env.wrappers") -> None:
             pass
 
 
-def apply_wrappers(env: gymnasium.Env, specs: Sequence[Mapping[str, Any]]) -> gymnasium.Env:
-    """Wrap ``env`` with each spec in order (``hydra.utils.instantiate(spec, env)``)."""
+#: Why a wrapper of a known package fails on the env ``gymnasium.make`` returns, and what to
+#: use instead.
+_HINTS = {
+    "popgym.": "POPGym's wrappers need its raw env, which gymnasium.make returns wrapped; "
+               "model.prev_action=true and model.first_input=true give the agent the same "
+               "inputs as PreviousAction and Antialias",
+}
+
+
+def apply_wrappers(env: gymnasium.Env, specs: Sequence[Mapping[str, Any]],
+                   key: str = "env.wrappers") -> gymnasium.Env:
+    """Wrap ``env`` with each spec in order (``hydra.utils.instantiate(spec, env)``).
+
+    A wrapper that raises while it is built is a one-line ``ConfigError`` naming it and why.
+    """
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    for spec in specs:
-        env = instantiate(dict(spec), env, _convert_="all")
+    for i, spec in enumerate(specs):
+        try:
+            env = instantiate(dict(spec), env, _convert_="all")
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001  (any failure of third-party code is reported)
+            cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+            if isinstance(cause, ConfigError):
+                raise cause from None
+            target = spec.get("_target_", "?")
+            reason = str(cause).splitlines()[0] if str(cause) else "assertion failed"
+            hint = next((h for prefix, h in _HINTS.items() if target.startswith(prefix)), "")
+            raise ConfigError(f"{key}[{i}]: {target} failed to wrap the env: "
+                              f"{type(cause).__name__}: {reason}"
+                              + (f" ({hint})" if hint else "")) from None
     return env

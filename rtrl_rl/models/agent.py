@@ -1,4 +1,5 @@
-"""The R2AC agent: stem -> [features, clipped prev reward, prev action] -> core -> heads.
+"""The R2AC agent: stem -> [features, clipped prev reward, prev action, is-first] -> core ->
+heads.
 
 The core is driven by a temporal-gradient module during learning (``rtrl_rl.grad``) and
 directly, without gradients, when acting. Built from the env's ``EnvSpec``; the action
@@ -7,6 +8,9 @@ policy head's "logits" are that distribution's parameters.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -26,8 +30,17 @@ class Agent(nn.Module):
         self.reward_clip = reward_clip
         self.use_prev_reward = cfg.prev_reward
         self.use_prev_action = cfg.prev_action
-        self.stem = make_obs_stem(cfg, spec)
-        in_size = (self.stem.out_dim + int(cfg.prev_reward)
+        first_input = bool(getattr(cfg, "first_input", False))
+        # The flag joins a vector observation before the MLP stem, whose features can then
+        # mark "this card, at the first step": a linear recurrence (RTU, LRU) cannot form
+        # that product itself. After an image stem it joins the features.
+        self.first_in_stem = first_input and cfg.stem == "mlp"
+        self.first_in_core = first_input and not self.first_in_stem
+        stem_spec = spec
+        if self.first_in_stem:
+            stem_spec = replace(spec, obs_shape=(math.prod(spec.obs_shape) + 1,))
+        self.stem = make_obs_stem(cfg, stem_spec)
+        in_size = (self.stem.out_dim + int(cfg.prev_reward) + int(self.first_in_core)
                    + cfg.prev_action * self.dist.feature_size)
         self.core: Core = make_core(
             cfg.core, in_size, cfg.hidden_size, cfg.layers, cfg.forget_bias,
@@ -69,10 +82,14 @@ class Agent(nn.Module):
         ``[T, B, *action_shape]`` -> x ``[T, B, I]``.
 
         ``reward[t]`` and ``prev_action[t]`` are what led to ``obs[t]``; both read as zero at
-        an episode start.
+        an episode start. ``model.first_input`` adds ``first[t]`` (1 at an episode's first
+        step): as one more observation entry before an MLP stem, else as the last column.
         """
         t, b = obs.shape[:2]
         flat = obs.reshape(t * b, *obs.shape[2:])
+        if self.first_in_stem:
+            flat = torch.cat([flat.reshape(t * b, -1).float(),
+                              first.reshape(t * b, 1).float()], -1)
         if self.amp == "none":
             feats = self._stem(flat)
         else:
@@ -87,6 +104,8 @@ class Agent(nn.Module):
         if self.use_prev_action:
             acts = self.dist.action_features(prev_action).to(feats.dtype)
             parts.append(acts * keep.unsqueeze(-1))
+        if self.first_in_core:
+            parts.append(first.to(feats.dtype).unsqueeze(-1))
         return torch.cat(parts, -1)
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

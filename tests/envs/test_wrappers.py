@@ -64,3 +64,15 @@ def test_unknown_ids_hint_at_the_module_form():
     with pytest.raises(ConfigError, match=r"name the module: env.id=module:Foo-v0"):
         validate_env_config({"family": "gym", "id": "Foo-v0"})
     validate_env_config({"family": "gym", "id": "tests.envs.space_envs:DictObs-v0"})
+
+
+def test_a_wrapper_that_fails_to_build_is_one_line_before_a_run():
+    # POPGym's wrappers assert that they wrap its raw env, which gymnasium.make wraps
+    cfg = {"family": "gym", "id": "popgym:popgym-RepeatFirstEasy-v0",
+           "wrappers": [{"_target_": "popgym.wrappers.PreviousAction"}]}
+    with pytest.raises(ConfigError) as err:
+        validate_env_config(cfg)
+    msg = str(err.value)
+    assert msg.startswith("env.wrappers[0]: popgym.wrappers.PreviousAction failed to wrap the "
+                          "env: AssertionError") and "model.first_input=true" in msg
+    assert "\n" not in msg

@@ -133,3 +133,34 @@ def test_compiled_stem_matches_eager_and_survives_copies():
     twin = copy.deepcopy(compiled)
     assert twin._compiled_stem is None and set(twin.state_dict()) == set(eager.state_dict())
     assert pickle.loads(pickle.dumps(compiled))._compiled_stem is None
+
+
+def test_first_input_joins_a_vector_observation_before_the_mlp_stem():
+    torch.manual_seed(0)
+    spec = EnvSpec(obs_shape=(OBS,), obs_dtype=torch.float32, num_actions=A, num_envs=2)
+    model = ModelConfig(stem="mlp", stem_hidden=[5], core="lru", hidden_size=4,
+                        prev_reward=False, first_input=True)
+    agent = Agent(spec, model)
+    assert agent.stem.net[0].in_features == OBS + 1
+    obs = torch.randn(3, 2, OBS, generator=torch.Generator().manual_seed(1))
+    first = torch.tensor(FIRST, dtype=torch.bool)
+    x = agent.core_input(obs, torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.long), first)
+    with torch.no_grad():
+        w, b = agent.stem.net[0].weight, agent.stem.net[0].bias
+        flag = first.float().unsqueeze(-1)
+        expected = torch.relu(torch.cat([obs, flag], -1) @ w.T + b)  # by hand
+    torch.testing.assert_close(x, expected)
+
+
+def test_first_input_after_an_image_stem_is_the_last_core_input():
+    torch.manual_seed(0)
+    spec = EnvSpec(obs_shape=(1, 36, 36), obs_dtype=torch.uint8, num_actions=A, num_envs=2)
+    model = ModelConfig(stem="nature", stem_out=8, core="elstm", hidden_size=4,
+                        prev_reward=True, first_input=True)
+    agent = Agent(spec, model)
+    obs = torch.zeros(3, 2, 1, 36, 36, dtype=torch.uint8)
+    first = torch.tensor(FIRST, dtype=torch.bool)
+    x = agent.core_input(obs, torch.ones(3, 2), torch.zeros(3, 2, dtype=torch.long), first)
+    assert x.shape == (3, 2, 8 + 1 + 1)
+    torch.testing.assert_close(x[..., -1], first.float())
+    torch.testing.assert_close(x[..., -2], (~first).float())  # the reward, zeroed at starts
