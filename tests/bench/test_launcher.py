@@ -12,20 +12,24 @@ import sys
 import time
 from pathlib import Path
 
-from rtrl_rl.bench.launcher import STATE, read_state
+from rtrl_rl.bench.launcher import STATE, logged_frames, read_state
 
 TRAIN = ('train=["experiment=delayed_recall","env.delay=3","runner.num_envs=8",'
          '"model.hidden_size=8","logger.tensorboard=false","logger.plot=false",'
          '"logger.progress=none"]')
 TINY = ["suite=memory", "tasks=[Recall10,Recall30]", "methods=[elstm_rtrl_t10,ff]",
-        "seeds=1", "frames=6000", "jobs=1", "threads_per_job=1", "random_episodes=50",
+        "seeds=1", "jobs=1", "threads_per_job=1", "random_episodes=50",
         "reps=200", "checkpoint_interval_s=0.3", TRAIN]
 TIMING = ("wall_s",)
 
 
-def bench(out: Path, *extra: str) -> subprocess.Popen:
+FRAMES = 8000
+
+
+def bench(out: Path, *extra: str, frames: int = FRAMES) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rtrl_rl.bench.app", f"out={out}", *TINY,
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             f"frames={frames}", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def rows(out: Path) -> list[dict]:
@@ -75,11 +79,12 @@ def test_sigkilled_suite_resumes_only_the_missing_runs(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     victim_dir = split / "runs" / victim
-    deadline = time.time() + 30
+    deadline = time.time() + 10
     while not lock_free(victim_dir) and time.time() < deadline:  # its training died too
         time.sleep(0.1)
     assert lock_free(victim_dir)
     assert read_state(victim_dir)["status"] == "running"
+    assert logged_frames(victim_dir) < FRAMES  # it died with the suite, unfinished
 
     proc = bench(split)
     _, err = proc.communicate(timeout=600)
@@ -104,3 +109,17 @@ def test_rerun_of_a_finished_suite_runs_nothing(tmp_path):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0 and "1 runs, 1 already done, 0 to run" in err
     assert (out / "runs" / "Recall10" / "ff" / "seed0" / "metrics.csv").stat().st_mtime == mtime
+
+
+def test_a_larger_budget_resumes_finished_runs(tmp_path):
+    out = tmp_path / "s"
+    one = ["tasks=[Recall10]", "methods=[ff]"]
+    proc = bench(out, *one, frames=2000)
+    assert proc.communicate(timeout=600) and proc.returncode == 0
+    run_dir = out / "runs" / "Recall10" / "ff" / "seed0"
+    assert logged_frames(run_dir) == 2000
+    proc = bench(out, *one, frames=4000)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "1 runs, 0 already done, 1 to run" in err, err
+    assert logged_frames(run_dir) == 4000 and read_state(run_dir)["attempts"] == 2
+    assert "resumed from" in (run_dir / "train.log").read_text()
