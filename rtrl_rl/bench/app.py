@@ -62,7 +62,7 @@ def _compose_all(suite: SuiteConfig) -> dict[tuple[str, str], object]:
 
     typed = {}
     for task in suite.tasks:
-        for method in suite.methods:
+        for method in suite.methods_of(task):
             try:
                 cfg = compose_config(train_overrides(suite, task, method), "precheck")
                 typed[task, method] = validate(cfg)

@@ -46,6 +46,8 @@ class TaskSpec:
     """The model that scored ``published_best``."""
     published_source: str = ""
     """Where the published scores come from (paper, table)."""
+    extra_methods: list[str] = field(default_factory=list)
+    """Names from ``method_specs`` run on this task only, after the suite's (an ablation)."""
 
     @property
     def long_unroll(self) -> int:
@@ -99,6 +101,11 @@ class SuiteConfig:
     method_specs: dict[str, MethodSpec] = field(default_factory=dict)
     """The catalogue of methods that ``methods`` picks from."""
 
+    def methods_of(self, task: str) -> list[str]:
+        """The suite's methods, then the task's extra ones."""
+        extra = self.task_specs[task].extra_methods
+        return [*self.methods, *(m for m in extra if m not in self.methods)]
+
     def budget(self, task: str) -> int:
         return self.frames if self.frames > 0 else self.task_specs[task].frames
 
@@ -128,10 +135,14 @@ class SuiteConfig:
             need(not dup, key, f"listed twice: {', '.join(dup)}")
         for name in self.tasks:
             spec = self.task_specs[name]
+            for method in spec.extra_methods:
+                if method not in self.method_specs:
+                    raise ConfigError(f"task_specs.{name}.extra_methods: "
+                                      f"{unknown_name('method', method, self.method_specs)}")
             need(spec.frames >= 1, f"task_specs.{name}.frames",
                  f"must be a positive number of frames, got {spec.frames}")
             need(spec.episode_length >= 1, f"task_specs.{name}.episode_length", "must be >= 1")
-        for name in [*self.tasks, *self.methods]:
+        for name in [*self.tasks, *self.method_specs]:
             need(bool(_NAME.fullmatch(name)), "tasks/methods",
                  f"'{name}' is not a plain name (it names a directory)")
 
@@ -196,7 +207,7 @@ def expand(suite: SuiteConfig) -> list[RunSpec]:
     out = Path(suite.out)
     runs = []
     for task in suite.tasks:
-        for method in suite.methods:
+        for method in suite.methods_of(task):
             for seed in range(suite.seeds):
                 run_dir = (out / "runs" / task / method / f"seed{seed}").resolve()
                 frames = suite.budget(task)

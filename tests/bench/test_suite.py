@@ -56,7 +56,8 @@ def test_expand_fills_the_long_unroll_and_per_run_keys(tmp_path):
     ("frames=lots", "frames: Value 'lots'"),
     ("seeds=0", "seeds: must be >= 1"),
     ("jobs=0", "jobs: must be >= 1"),
-    ("task_specs.RepeatFirstEasy.frames=0", "task_specs.RepeatFirstEasy.frames: must be a positive"),
+    ("task_specs.RepeatFirstEasy.frames=0",
+     "task_specs.RepeatFirstEasy.frames: must be a positive"),
 ])
 def test_bad_input_is_one_line(override, message):
     with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
@@ -91,3 +92,15 @@ def test_cli_errors_exit_2_before_any_run(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert not out.exists()
+
+
+def test_extra_methods_run_on_their_task_only():
+    s = suite("suite=popgym", "tasks=[RepeatFirstEasy,RepeatPreviousEasy]", "methods=[ff]",
+              "seeds=1")
+    keys = [r.key for r in expand(s)]
+    assert keys == ["RepeatFirstEasy/ff/seed0", "RepeatFirstEasy/elstm_rtrl_t10_noflag/seed0",
+                    "RepeatPreviousEasy/ff/seed0"]
+    noflag = expand(s)[1].overrides
+    assert noflag.index("model.first_input=false") > noflag.index("experiment=popgym")
+    with pytest.raises(ConfigError, match="extra_methods: unknown method 'nope'"):
+        suite("suite=popgym", "task_specs.RepeatFirstEasy.extra_methods=[nope]")
