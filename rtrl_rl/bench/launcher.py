@@ -161,9 +161,10 @@ class Grid:
         result = GridResult()
         pending = []
         for run in self.runs:
-            (result.skipped if is_done(run) else pending).append(run)
-            if result.skipped and result.skipped[-1] is run:
-                result.skipped[-1] = run.key
+            if is_done(run):
+                result.skipped.append(run.key)
+            else:
+                pending.append(run)
         remaining_frames = sum(r.frames - logged_frames(r.run_dir) for r in pending)
         print(f"rtrl-bench: {len(self.runs)} runs, {len(result.skipped)} already done, "
               f"{len(pending)} to run, {self.jobs} at a time with {self.threads} thread(s) each",
