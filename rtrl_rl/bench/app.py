@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rtrl_rl.bench.suite import SuiteConfig, claim_dir, expand, load_suite, train_overrides
 from rtrl_rl.errors import ConfigError
+from rtrl_rl.run_dir import RunDirLock
 
 PROG = "rtrl-bench"
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "configs" / "bench")
@@ -94,14 +95,21 @@ def _param_counts(typed: dict) -> dict[tuple[str, str], tuple[int, int]]:
 
 def run_suite(cfg: DictConfig, command: str) -> int:
     """Check, run the grid, write the report; returns the exit status."""
-    from rtrl_rl.bench.launcher import Grid
-    from rtrl_rl.bench.random_policy import cached_random_score
-    from rtrl_rl.bench.report import write_report
-
     suite = load_suite(cfg)
     typed = _train_configs(suite)
     runs = expand(suite)
     claim_dir(suite)
+    if suite.report_only:  # reads finished runs only: fine beside a running grid
+        return _run_claimed(suite, typed, runs, command)
+    with RunDirLock(suite.out):  # one grid per suite directory
+        return _run_claimed(suite, typed, runs, command)
+
+
+def _run_claimed(suite: SuiteConfig, typed: dict, runs: list, command: str) -> int:
+    from rtrl_rl.bench.launcher import Grid
+    from rtrl_rl.bench.random_policy import cached_random_score
+    from rtrl_rl.bench.report import write_report
+
     random = {}
     for task in suite.tasks:
         env_cfg = dict(typed[task, suite.methods[0]].env)

@@ -29,11 +29,18 @@ LOG = "train.log"
 _PR_SET_PDEATHSIG = 1
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all (a temporary file, then a rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_state(run_dir: Path) -> dict:

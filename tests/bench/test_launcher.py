@@ -123,3 +123,18 @@ def test_a_larger_budget_resumes_finished_runs(tmp_path):
     assert proc.returncode == 0 and "1 runs, 0 already done, 1 to run" in err, err
     assert logged_frames(run_dir) == 4000 and read_state(run_dir)["attempts"] == 2
     assert "resumed from" in (run_dir / "train.log").read_text()
+
+
+def test_one_grid_per_suite_dir(tmp_path):
+    from rtrl_rl.run_dir import RunDirLock
+
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "suite.json").write_text('{"suite": "memory"}\n')
+    with RunDirLock(out):  # as a running rtrl-bench holds it
+        proc = bench(out, "tasks=[Recall10]", "methods=[ff]")
+        _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("rtrl-bench: error: run_dir ") and "is in use by another run" in line
+    assert not (out / "runs").exists()
