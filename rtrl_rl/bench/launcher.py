@@ -96,7 +96,8 @@ class _Active:
 
 @dataclass
 class GridResult:
-    """What ``run_grid`` did: runs already done, finished now, failed, and stopped."""
+    """What ``Grid.run`` did: runs already done, finished now and failed, and the signal that
+    stopped it."""
 
     skipped: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)

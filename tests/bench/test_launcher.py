@@ -138,3 +138,25 @@ def test_one_grid_per_suite_dir(tmp_path):
     (line,) = err.strip().splitlines()
     assert line.startswith("rtrl-bench: error: run_dir ") and "is in use by another run" in line
     assert not (out / "runs").exists()
+
+
+def test_sigterm_stops_the_runs_with_a_checkpoint(tmp_path):
+    out = tmp_path / "s"
+    one = ["tasks=[Recall30]", "methods=[elstm_rtrl_t10]"]
+    proc = bench(out, *one)
+    run_dir = out / "runs" / "Recall30" / "elstm_rtrl_t10" / "seed0"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("*.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    state = read_state(run_dir)
+    assert state["status"] == "stopped" and state["returncode"] == 128 + signal.SIGTERM
+    assert 0 < logged_frames(run_dir) < FRAMES and lock_free(run_dir)
+    assert (out / "report" / "report.md").is_file()  # the report of what is done (nothing)
+    proc = bench(out, *one)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert read_state(run_dir)["status"] == "done" and logged_frames(run_dir) == FRAMES
+    assert "resumed from" in (run_dir / "train.log").read_text()
