@@ -44,7 +44,8 @@ def suite_runs(tmp_path):
     suite = SuiteConfig(name="t", out=str(tmp_path), tasks=["T"], methods=list(CURVES),
                         seeds=3, reps=500,
                         task_specs={"T": TaskSpec(frames=1000, episode_length=5,
-                                                  max_return=1.0, published_best=0.75)},
+                                                  max_return=1.0, published_best=0.75,
+                                                  published_gru=0.7)},
                         method_specs={m: MethodSpec() for m in CURVES})
     runs = []
     for m, (core, grad, unroll, curves) in CURVES.items():
@@ -117,3 +118,14 @@ def test_report_files(suite_runs):
                 "published_gru", "published_best"):
         assert key in row
     assert summary["finished"] == 9 and summary["comparisons"][0]["mmer_winner"] == "rtrl"
+
+
+def test_normalised_by_the_best_published_score_known(suite_runs):
+    suite, runs = suite_runs
+    spec = suite.task_specs["T"]
+    spec.published_best, spec.published_gru = None, 1.0  # only the GRU's is known
+    rows, _, _ = build_rows(suite, runs, {"T": -0.5}, {("T", m): (1, 1) for m in CURVES})
+    assert rows[0].normalized == pytest.approx((0.95 + 0.5) / 1.5)
+    spec.published_gru = None
+    rows, _, _ = build_rows(suite, runs, {"T": -0.5}, {("T", m): (1, 1) for m in CURVES})
+    assert rows[0].normalized is None
