@@ -258,7 +258,8 @@ def write_report(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, floa
                "minus RTRL's.", "", _comparison_table(comps), ""]
     md += ["## Normalised MMER", "",
            "(MMER IQM − random) / (best published score known − random), the best of the "
-           "published best and GRU scores; – where none is known.", "", _summary_table(rows, suite.tasks, "normalized"), "",
+           "published best and GRU scores; – where none is known.", "",
+           _summary_table(rows, suite.tasks, "normalized"), "",
            "(MMER IQM − random) / (the task's highest possible return − random):", "",
            _summary_table(rows, suite.tasks, "normalized_max"), ""]
     write_text(out / "report.md", "\n".join(md))
