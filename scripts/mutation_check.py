@@ -397,6 +397,11 @@ MUTATIONS: list[Mutation] = [
         "        if False:  # one wrapped env now",
         "a wrapper that fails to build is found only once the run starts",
         "tests/envs/test_wrappers.py"),
+    mut("B9", "rtrl_rl/bench/report.py",
+        '            if (b.task, b.grad, b.twin) != (r.task, "bptt", r.twin):',
+        '            if (b.task, b.grad) != (r.task, "bptt"):',
+        "rtrl-bench report: RTRL is compared with BPTT methods that differ in more than grad",
+        "tests/bench/test_report.py"),
     # Triton kernels (caught where triton is installed: in the interpreter, or on CUDA)
     mut("K1", "rtrl_rl/grad/factors_triton.py", "pz, pf = p * zeta, p * phi",
         "pz, pf = p * zeta, p * zeta", "Triton eLSTM sweep: the W_f terms use zeta",

@@ -28,7 +28,15 @@ import numpy as np
 
 from rtrl_rl.bench.launcher import is_done, read_state, write_json, write_text
 from rtrl_rl.bench.suite import RunSpec, SuiteConfig
-from rtrl_rl.compare import _axes, _save, curve_with_band, final_value, iqm_with_ci
+from rtrl_rl.compare import (
+    IGNORED_KEYS,
+    IGNORED_PREFIXES,
+    _axes,
+    _save,
+    curve_with_band,
+    final_value,
+    iqm_with_ci,
+)
 from rtrl_rl.sweep import Run, load_run
 
 METRIC = "return_mean"
@@ -64,6 +72,20 @@ class Row:
     normalized_max: float | None
     mmer_seeds: list[float]
     frames_seeds: list[float]
+    twin: str
+    """The run config less the gradient method and per-run keys: rows with equal ``twin``
+    differ only in ``grad``, and only those are compared."""
+
+
+#: Config keys that do not make two methods different (per-run, logging, the switch itself).
+_NOT_METHOD = ("grad.name", "torch_threads", *IGNORED_KEYS)
+
+
+def twin_key(config: dict[str, Any]) -> str:
+    """``config`` (flattened) without the keys in ``_NOT_METHOD`` or under ``logger.``."""
+    kept = {k: v for k, v in config.items()
+            if k not in _NOT_METHOD and not k.startswith(IGNORED_PREFIXES)}
+    return repr(sorted(kept.items(), key=lambda kv: kv[0]))
 
 
 def _bootstrap_diff(a: np.ndarray, b: np.ndarray, reps: int, seed: int = 0) -> tuple[float, ...]:
@@ -141,18 +163,19 @@ def build_rows(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, float]
                 if pub is not None and pub != floor else None,
                 normalized_max=(mmer_est[m][0] - floor) / (spec.max_return - floor)
                 if spec.max_return is not None and spec.max_return != floor else None,
-                mmer_seeds=mmers[m].tolist(), frames_seeds=hits.tolist()))
+                mmer_seeds=mmers[m].tolist(), frames_seeds=hits.tolist(),
+                twin=twin_key(cfg)))
     return rows, loaded, thresholds
 
 
 def comparisons(rows: list[Row], reps: int) -> list[dict[str, Any]]:
-    """RTRL against BPTT for each task, core and unroll that has both."""
+    """RTRL against BPTT for each task and pair of methods that differ only in ``grad``."""
     out = []
     for r in rows:
         if r.grad != "rtrl":
             continue
         for b in rows:
-            if (b.task, b.core, b.unroll, b.grad) != (r.task, r.core, r.unroll, "bptt"):
+            if (b.task, b.grad, b.twin) != (r.task, "bptt", r.twin):
                 continue
             m = _bootstrap_diff(np.array(r.mmer_seeds), np.array(b.mmer_seeds), reps)
             f = _bootstrap_diff(np.array(b.frames_seeds), np.array(r.frames_seeds), reps)

@@ -16,10 +16,11 @@ from rtrl_rl.sweep import Run
 FRAMES = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
 
 
-def make_run(run_dir, core, grad, unroll, seed, returns, frames=1000, wall=60.0):
+def make_run(run_dir, core, grad, unroll, seed, returns, frames=1000, wall=60.0, flag=True):
     run_dir.mkdir(parents=True)
-    config = {"model": {"core": core}, "grad": {"name": grad}, "runner": {"unroll": unroll},
-              "seed": seed}
+    config = {"model": {"core": core, "first_input": flag}, "grad": {"name": grad},
+              "runner": {"unroll": unroll}, "seed": seed, "run_dir": str(run_dir),
+              "logger": {"csv": True}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     rows = ["env_frames,return_mean"] + [f"{f},{r}" for f, r in zip(FRAMES, returns,
                                                                     strict=True)]
@@ -36,6 +37,7 @@ CURVES = {
     "a_bptt": ("elstm", "bptt", 10, [
         [-.5] * 10, [-.5, -.4, -.45, -.5, -.5, -.5, -.5, -.5, -.5, -.6], [-.5] * 9 + [-.3]]),
     "ff": ("none", "bptt", 10, [[-.5] * 10, [-.4] * 10, [-.6] * 10]),
+    "a_rtrl_noflag": ("elstm", "rtrl", 10, [[-.5] * 10] * 3),  # differs in more than grad
 }
 
 
@@ -51,7 +53,7 @@ def suite_runs(tmp_path):
     for m, (core, grad, unroll, curves) in CURVES.items():
         for seed, returns in enumerate(curves):
             d = tmp_path / "runs" / "T" / m / f"seed{seed}"
-            make_run(d, core, grad, unroll, seed, returns)
+            make_run(d, core, grad, unroll, seed, returns, flag=not m.endswith("noflag"))
             runs.append(RunSpec("T", m, seed, 1000, d, ()))
     return suite, runs
 
@@ -110,14 +112,14 @@ def test_report_files(suite_runs):
     out = write_report(suite, runs, {"T": -0.5}, {("T", m): (1, 2) for m in CURVES},
                        "rtrl-bench suite=t")
     md = (out / "report.md").read_text()
-    assert "9 of 9 runs finished" in md and "| a_rtrl | elstm | rtrl | 10 | 3 | 0.950" in md
+    assert "12 of 12 runs finished" in md and "| a_rtrl | elstm | rtrl | 10 | 3 | 0.950" in md
     assert (out / "curves_T.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     row = summary["rows"][0]
     for key in ("task", "core", "grad", "unroll", "seeds", "mmer_iqm", "final_iqm",
                 "published_gru", "published_best"):
         assert key in row
-    assert summary["finished"] == 9 and summary["comparisons"][0]["mmer_winner"] == "rtrl"
+    assert summary["finished"] == 12 and summary["comparisons"][0]["mmer_winner"] == "rtrl"
 
 
 def test_normalised_by_the_best_published_score_known(suite_runs):
