@@ -138,7 +138,7 @@ def _as_float(key: str, value: Any) -> float:
         raise TypeError(f"metric '{key}' must be a number, got {type(value).__name__}") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all (a temporary file, then a rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -295,8 +295,8 @@ class RunLogger:
         import yaml
 
         text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
-        _write_atomic(self.run_dir / "config.yaml", text)
-        _write_atomic(self.run_dir / "git_rev.txt", git_revision() + "\n")
+        write_atomic(self.run_dir / "config.yaml", text)
+        write_atomic(self.run_dir / "git_rev.txt", git_revision() + "\n")
 
     def _init_wandb(self, config: Any) -> Any:
         try:

@@ -23,24 +23,16 @@ from pathlib import Path
 from typing import TextIO
 
 from rtrl_rl.bench.suite import RunSpec
+from rtrl_rl.logging import write_atomic
 
 STATE = "bench_run.json"
 LOG = "train.log"
 _PR_SET_PDEATHSIG = 1
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    """Write ``data`` to ``path`` whole or not at all."""
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_state(run_dir: Path) -> dict:

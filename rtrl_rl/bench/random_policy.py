@@ -15,6 +15,7 @@ import torch
 
 from rtrl_rl.envs import make_env
 from rtrl_rl.envs.base import ActionSpec
+from rtrl_rl.logging import write_atomic
 
 
 def random_actions(spec: ActionSpec, num_envs: int, rng: np.random.Generator) -> torch.Tensor:
@@ -61,7 +62,5 @@ def cached_random_score(path: Path, env_cfg: dict[str, Any], episodes: int) -> d
         pass
     score = {**random_score(env_cfg, episodes), "env": env_cfg}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(score, indent=1) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(score, indent=1) + "\n")
     return score

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rtrl_rl.bench.launcher import is_done, read_state, write_json, write_text
+from rtrl_rl.bench.launcher import is_done, read_state, write_json
 from rtrl_rl.bench.suite import RunSpec, SuiteConfig
 from rtrl_rl.compare import (
     IGNORED_KEYS,
@@ -37,6 +37,7 @@ from rtrl_rl.compare import (
     final_value,
     iqm_with_ci,
 )
+from rtrl_rl.logging import write_atomic
 from rtrl_rl.sweep import Run, load_run
 
 METRIC = "return_mean"
@@ -285,7 +286,7 @@ def write_report(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, floa
            _summary_table(rows, suite.tasks, "normalized"), "",
            "(MMER IQM − random) / (the task's highest possible return − random):", "",
            _summary_table(rows, suite.tasks, "normalized_max"), ""]
-    write_text(out / "report.md", "\n".join(md))
+    write_atomic(out / "report.md", "\n".join(md))
     summary = {"suite": suite.name, "runs": len(runs), "finished": done, "command": command,
                "rows": [asdict(r) for r in rows], "comparisons": comps}
     write_json(out / "summary.json", summary)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rtrl_rl.errors import ConfigError, unknown_name
+from rtrl_rl.logging import write_atomic
 
 MANIFEST = "suite.json"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -239,6 +240,4 @@ def claim_dir(suite: SuiteConfig) -> None:
         raise ConfigError(f"out: {out} exists and is not a suite directory (no {MANIFEST}); "
                           "pick another out=DIR")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"suite": suite.name}) + "\n")
-    os.replace(tmp, manifest)
+    write_atomic(manifest, json.dumps({"suite": suite.name}) + "\n")
