@@ -288,7 +288,8 @@ class TrainConfig:
 TOP_LEVEL = tuple(f.name for f in fields(TrainConfig))
 
 
-def _one_line(err: OmegaConfBaseException) -> str:
+def one_line(err: OmegaConfBaseException) -> str:
+    """An OmegaConf error as one line that starts with the offending key."""
     key = getattr(err, "full_key", None)
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     return f"{key}: {msg}" if key and key not in msg else msg
@@ -313,7 +314,7 @@ def validate(cfg: DictConfig | dict) -> TrainConfig:
         merged = OmegaConf.merge(schema, container)
         typed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(one_line(e)) from None
     assert isinstance(typed, TrainConfig)
     if typed.grad.name in ("rtrl", "rtrl_reference") and typed.model.core == "lstm":
         raise ConfigError(

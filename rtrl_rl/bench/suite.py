@@ -20,6 +20,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rtrl_rl.config import one_line
 from rtrl_rl.errors import ConfigError, unknown_name
 from rtrl_rl.logging import write_atomic
 
@@ -169,12 +170,6 @@ class RunSpec:
         return f"{self.task}/{self.method}/seed{self.seed}"
 
 
-def _one_line(err: Exception) -> str:
-    key = getattr(err, "full_key", None)
-    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return f"{key}: {msg}" if key and key not in msg else msg
-
-
 def load_suite(cfg: DictConfig | dict[str, Any]) -> SuiteConfig:
     """The typed, checked suite of a composed ``rtrl-bench`` config (one-line errors)."""
     raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
@@ -185,7 +180,7 @@ def load_suite(cfg: DictConfig | dict[str, Any]) -> SuiteConfig:
         merged = OmegaConf.merge(OmegaConf.structured(SuiteConfig), container)
         suite = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(one_line(e)) from None
     assert isinstance(suite, SuiteConfig)
     suite.check()
     return suite
