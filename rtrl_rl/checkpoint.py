@@ -3,7 +3,8 @@
 Checkpoints are ``ckpt_{step:012d}.pt`` files in one directory; the newest by name is the
 latest, so there is no separate pointer file to go stale. Every state is written to a
 temporary file, fsynced, read back with ``weights_only=True`` and only then renamed into
-place: a crash or a bad state never replaces a good checkpoint with a broken one.
+place: a crash or a bad state never replaces a good checkpoint with a broken one, and a
+state holding a NaN or an inf is never written.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def nonfinite_entry(state: Any, prefix: str = "") -> str | None:
+    """The key path (``agent.core.w``, ``learner.optimizer.state.3.exp_avg``) of the first
+    floating-point tensor in ``state`` that holds a NaN or an inf; None if there is none."""
+    if isinstance(state, torch.Tensor):
+        if (state.is_floating_point() or state.is_complex()) and not bool(
+                torch.isfinite(state).all()):
+            return prefix or "state"
+        return None
+    if isinstance(state, Mapping):
+        items: Iterable = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        found = nonfinite_entry(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def checkpoint_path(ckpt_dir: str | os.PathLike, step: int) -> Path:
@@ -96,11 +118,17 @@ def save_checkpoint(
     numbers, strings, None, and lists/tuples/dicts of them (``capture_rng`` gives RNG state
     in that form). With ``verify`` the temporary file is loaded back before the rename, so
     a state that could not be resumed from fails here rather than at resume time.
+    A state with a non-finite tensor (``nonfinite_entry``) is refused, so the checkpoints
+    kept are always ones a run can go on from.
     Raises ``CheckpointError``; on any failure the previous checkpoints are untouched and
     no temporary file is left behind.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
+    bad = nonfinite_entry(state)
+    if bad is not None:
+        raise CheckpointError(f"not writing the checkpoint for step {step}: {bad} holds a "
+                              "non-finite value; the previous checkpoints are kept")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(ckpt_dir, step)

@@ -129,10 +129,14 @@ class AlgoConfig:
     value_clip_eps: float = 0.2  # value clipping range; 0 = no value clipping
     gae_lambda: float = 0.95
     normalize_advantages: bool = True  # per minibatch
+    # An update whose loss or gradient is not finite is skipped; this many in a row stop
+    # the run (exit 1) with the weights of the last good update.
+    max_skipped_updates: int = 10
 
     def __post_init__(self) -> None:
         _choice(self.name, "algo.name", ("impala", "ppo"))
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+        _check(self.max_skipped_updates >= 1, "algo.max_skipped_updates", "must be >= 1")
         _check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
         _check(self.clip_eps > 0, "algo.clip_eps", "must be > 0")
         _check(self.value_clip_eps >= 0, "algo.value_clip_eps", "must be >= 0 (0: off)")

@@ -16,3 +16,15 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     close = difflib.get_close_matches(name, choices, n=4, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"choices: {', '.join(choices)}"
     return ConfigError(f"unknown {kind} '{name}'; {hint}")
+
+
+class EnvDataError(RuntimeError):
+    """An env returned data the agent must not learn from (a non-finite reward or
+    observation, a wrong shape or dtype); the message is one line naming the env, the
+    stream, the step, the field and the value. The run stops with exit 2."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many updates in a row were skipped for non-finite losses or gradients; the
+    message is one line. The run stops with exit 1, its weights those of the last good
+    update."""

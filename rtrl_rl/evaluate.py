@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rtrl_rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from rtrl_rl.errors import ConfigError
+from rtrl_rl.errors import ConfigError, EnvDataError
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = find_checkpoint(args.path)
         result = evaluate(ckpt, args.episodes, args.split, args.num_envs, args.greedy,
                           args.device, args.video, args.video_episodes, args.seed)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, EnvDataError) as e:
         print(f"rtrl-eval: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{result['episodes']} episodes ({result['split']} split): "

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 MUST_MATCH = ("env.", "model.", "grad.name", "runner.num_envs", "runner.unroll",
               "algo.optimizer", "algo.name", "seed")
 #: Execution options inside those groups, free to change on resume.
-MAY_CHANGE = ("model.amp", "model.compile_stem")
+MAY_CHANGE = ("model.amp", "model.compile_stem", "env.nonfinite")
 IGNORED = ("resume",)
 #: Keys added after checkpoints were first written, with the value that behaves as before:
 #: a checkpoint whose config lacks one resumes as if it had that value.
@@ -36,8 +36,14 @@ ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.
          "algo.epochs": 4, "algo.minibatches": 4, "algo.clip_eps": 0.2,
          "algo.value_clip_eps": 0.2, "algo.gae_lambda": 0.95,
          "algo.normalize_advantages": True,
-         "distributed.rdzv_port": 29500, "model.first_input": False}
+         "distributed.rdzv_port": 29500, "model.first_input": False,
+         "env.nonfinite": "error", "algo.max_skipped_updates": 10}
 _TRUE = ("true", "1", "yes")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Config values equal, NaN equal to NaN (a NaN in the config must not block resume)."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
 
 
 def resume_target(value: str, run_dir: str) -> Path | None:
@@ -108,7 +114,8 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
     old, new = flatten(saved), flatten(current)
     old = {**{k: v for k, v in ADDED.items() if k in new}, **old}
     changed = sorted(k for k in old.keys() | new.keys()
-                     if k not in IGNORED and old.get(k, "<unset>") != new.get(k, "<unset>"))
+                     if k not in IGNORED and not _same(old.get(k, "<unset>"),
+                                                       new.get(k, "<unset>")))
 
     def pair(k: str) -> str:
         return f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"

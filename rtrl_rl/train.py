@@ -6,7 +6,10 @@
     rtrl-train -m grad=rtrl,bptt seed=0,1,2      # a local sweep, one run dir per job
 
 A config mistake (unknown key, bad value, unknown game) is reported as one line before any
-environment starts; for single runs this is checked before Hydra sets anything up.
+environment starts; for single runs this is checked before Hydra sets anything up. Exit
+codes: 2 for a config mistake or bad env data (``env.nonfinite=error``), 1 for a run whose
+updates diverged (``algo.max_skipped_updates``) or whose final checkpoint failed, 128 + N
+for signal N.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import rtrl_rl.config  # noqa: F401  (registers the ${scan_*} resolvers the presets use)
 from rtrl_rl.checkpoint import CheckpointError
-from rtrl_rl.errors import ConfigError
+from rtrl_rl.errors import ConfigError, EnvDataError, TrainingDiverged
 from rtrl_rl.runners.distributed import Ranks
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -76,7 +79,9 @@ def hydra_main(cfg: DictConfig) -> float:
         return train(typed)
     except ConfigError as e:
         _fail(str(e))
-    except CheckpointError as e:  # the final save: the run's work is not on disk
+    except EnvDataError as e:  # bad data from the env: stopped where it entered
+        _fail(str(e))
+    except (CheckpointError, TrainingDiverged) as e:  # the final save failed, or diverged
         print(f"rtrl-train: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     raise AssertionError("unreachable")

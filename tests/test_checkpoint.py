@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import stat
@@ -239,3 +240,22 @@ def test_load_optimizer_state_mismatch():
     small = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(CheckpointError, match="optimizer"):
         load_optimizer_state(small, big.state_dict())
+
+
+def test_a_nonfinite_state_is_not_written_and_the_previous_are_kept(tmp_path):
+    from rtrl_rl.checkpoint import nonfinite_entry
+
+    good = {"agent": {"w": torch.ones(3)}, "learner": {"optimizer": {"state": {0: {
+        "exp_avg": torch.zeros(2), "step": torch.tensor(3)}}}}}
+    save_checkpoint(tmp_path, good, step=1)
+    bad = copy.deepcopy(good)
+    bad["learner"]["optimizer"]["state"][0]["exp_avg"][1] = float("nan")
+    assert nonfinite_entry(bad) == "learner.optimizer.state.0.exp_avg"
+    assert nonfinite_entry({"grad": [torch.zeros(2), torch.tensor([float("-inf")])]}) == (
+        "grad.1")
+    assert nonfinite_entry(good) is None
+    with pytest.raises(CheckpointError, match=r"^not writing the checkpoint for step 2: "
+                                              r"learner.optimizer.state.0.exp_avg holds a "
+                                              "non-finite value"):
+        save_checkpoint(tmp_path, bad, step=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_000000000001.pt"]

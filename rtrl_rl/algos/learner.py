@@ -7,18 +7,23 @@ what ``loss.backward()`` sends to the recurrent parameters.
 
 from __future__ import annotations
 
+import copy
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from rtrl_rl.algos.guard import SkipCounter, first_nonfinite, poison_if_nonfinite
 from rtrl_rl.algos.losses import impala_loss
 from rtrl_rl.algos.vtrace import vtrace
 from rtrl_rl.checkpoint import load_optimizer_state
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
+
+log = logging.getLogger(__name__)
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -50,16 +55,60 @@ class LearnerBase(ABC):
             lambda k: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
         self.updates = 0
+        self.skips = SkipCounter(cfg.max_skipped_updates)
+        self.stream_resets = 0
 
-    def step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on ``loss``; returns the gradient norm before clipping."""
+    def step(self, loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """One optimizer step on ``loss``, unless the loss or the gradient is not finite
+        (``guard.py``); returns the gradient norm before clipping and whether it stepped."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        poison_if_nonfinite(loss, self.params)
         if self.combine_grads is not None:
             self.combine_grads(self.params)
-        grad_norm = nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        grad_norm = nn.utils.get_total_norm(grads)
+        if not bool(torch.isfinite(grad_norm)):  # the one wait for the device
+            return grad_norm, False
+        nn.utils.clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, grad_norm)
         self.optimizer.step()
-        return grad_norm
+        return grad_norm, True
+
+    def finish(self, stepped: bool, terms: dict[str, torch.Tensor]) -> None:
+        """End an update: advance the LR schedule and the count when it stepped; else
+        count the skip, name its cause, and restart any stream whose carried gradient
+        state is not finite (a cause the next update would meet again)."""
+        if stepped:
+            self.scheduler.step()
+            self.updates += 1
+            self.skips.ok()
+            return
+        what = first_nonfinite(terms, self.agent.named_parameters())
+        reset = self.reset_nonfinite_streams()
+        extra = f"; the carried gradient state of {reset} stream(s) reset" if reset else ""
+        self.skips.skip(what, self.updates + 1, extra)
+
+    def reset_nonfinite_streams(self) -> int:
+        """Restart (as at an episode start) the streams whose carried gradient state (RTRL's
+        sensitivities) is not finite; returns how many, also counted in ``stream_resets``."""
+        bad = self.grad.nonfinite_streams()
+        if bad.numel():
+            self.grad.reset_streams(bad)
+            self.stream_resets += int(bad.numel())
+            log.warning("grad=%s: the carried state of stream(s) %s was not finite: reset",
+                        self.grad.name, bad.tolist())
+        return int(bad.numel())
+
+    def snapshot(self) -> tuple[list[torch.Tensor], dict]:
+        """The weights and optimizer state, to return to if a later step is skipped."""
+        return ([p.detach().clone() for p in self.params],
+                copy.deepcopy(self.optimizer.state_dict()))
+
+    @torch.no_grad()
+    def restore(self, snap: tuple[list[torch.Tensor], dict]) -> None:
+        for p, saved in zip(self.params, snap[0], strict=True):
+            p.copy_(saved)
+        self.optimizer.load_state_dict(snap[1])
 
     @abstractmethod
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
@@ -74,7 +123,8 @@ class LearnerBase(ABC):
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
+                "scheduler": self.scheduler.state_dict(), "updates": self.updates,
+                "skipped_updates": self.skips.total}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the optimizer's moments and the update count. Hyperparameters (lr,
@@ -85,6 +135,7 @@ class LearnerBase(ABC):
         load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.updates = int(state["updates"])
+        self.skips.total = int(state.get("skipped_updates", 0))
         self.scheduler.base_lrs = [g["initial_lr"] for g in fresh]
         lrs = [base * self._decay(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
         for group, hyper, lr in zip(self.optimizer.param_groups, fresh, lrs, strict=True):
@@ -117,11 +168,12 @@ class Learner(LearnerBase):
         loss, terms = impala_loss(log_pi_a, agent.dist.entropy(params), values, returns.vs,
                                   returns.pg_advantages, cfg.baseline_cost, cfg.entropy_cost,
                                   cfg.loss_reduction)
-        grad_norm = self.step(loss)
-        self.scheduler.step()
-        self.updates += 1
+        grad_norm, stepped = self.step(loss)
         metrics = terms.as_dict()
+        self.finish(stepped, metrics)
         metrics.update({
+            "skipped_updates": self.skips.total,
+            "stream_resets": self.stream_resets,
             "grad_norm": grad_norm.detach(),
             "lr": self.scheduler.get_last_lr()[0],
             "rho_mean": log_rhos.exp().mean(),

@@ -8,6 +8,8 @@ One update consumes one rollout of ``T`` steps from ``B`` streams:
    subset of ``B / minibatches`` streams, re-unrolled from the rollout's ``core_state`` with
    ``advance=False``: every epoch reads the same carried state (RTRL's sensitivities from
    before this chunk) and leaves it as it was.
+   A step whose loss or gradient is not finite ends the update and returns the weights and
+   optimizer state to where it started (``LearnerBase.finish`` counts one skipped update).
 3. The carried state advances once, over the whole chunk, from the parameters of step 1.
 
 Which parameters advance the sensitivities: those of step 1, the parameters the update
@@ -50,7 +52,11 @@ class PPOLearner(LearnerBase):
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         value_clip = cfg.value_clip_eps or None
+        snap = self.snapshot()  # a skipped step returns the whole update to here
+        stepped, failed = True, {}
         for _ in range(cfg.epochs):
+            if not stepped:
+                break
             order = torch.randperm(rollout.batch)
             for idx in order.chunk(cfg.minibatches):
                 mb = rollout.select(idx)
@@ -66,7 +72,10 @@ class PPOLearner(LearnerBase):
                                        old_values[:, idx], adv, returns[:, idx],
                                        cfg.clip_eps, value_clip, cfg.baseline_cost,
                                        cfg.entropy_cost, cfg.loss_reduction)
-                grad_norm = self.step(loss)
+                grad_norm, stepped = self.step(loss)
+                if not stepped:
+                    failed = terms.as_dict()
+                    break
                 with torch.no_grad():
                     ratio = log_ratio.exp()
                     for k, v in {**terms.as_dict(), "grad_norm": grad_norm,
@@ -76,11 +85,15 @@ class PPOLearner(LearnerBase):
                         sums[k] = sums[k] + v.detach() if k in sums else v.detach()
                 steps += 1
 
+        if not stepped and steps:
+            self.restore(snap)
         self._advance(x_act[:-1], rollout, acting)
-        self.scheduler.step()
-        self.updates += 1
-        metrics: dict[str, torch.Tensor | float] = {k: v / steps for k, v in sums.items()}
-        metrics.update({"lr": self.scheduler.get_last_lr()[0],
+        self.finish(stepped, failed)
+        metrics: dict[str, torch.Tensor | float] = (
+            {k: v / steps for k, v in sums.items()} if stepped else failed)
+        metrics.update({"skipped_updates": self.skips.total,
+                        "stream_resets": self.stream_resets,
+                        "lr": self.scheduler.get_last_lr()[0],
                         "value_mean": old_values.mean(), "policy_lag": self.lag(rollout)})
         return metrics
 

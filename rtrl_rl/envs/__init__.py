@@ -5,12 +5,16 @@
     ts = env.step(actions)              # actions [B, *spec.action.shape]; auto-resets too
     env.spec                            # EnvSpec(obs_shape, obs_dtype, num_envs, action, ...)
 
+Every env ``make_env`` returns is wrapped in ``guard.CheckedEnv``: non-finite rewards and
+observations and wrong shapes are stopped there (``env.nonfinite``).
+
 Families and their options (the fields of the dataclasses in ``config.py``):
 ``atari`` (AtariConfig), ``procgen`` (ProcgenConfig), ``gym`` (GymConfig) and the built-in
 memory task ``delayed_recall`` (DelayedRecallConfig). The supervised copy task lives in
 ``copy_task.py`` (not a ``VecEnv``).
 
 Optional extras beyond the protocol, looked up with ``getattr`` by the runners:
+``reset_streams`` (gymnasium: restart some streams, for ``env.nonfinite=reset``),
 ``frames_per_step`` (Atari: the frameskip, so frame counters count emulator frames; 1 when
 absent) and ``state_dict`` / ``load_state_dict`` (delayed_recall, procgen: exact resume from a
 checkpoint; Atari and gymnasium envs restart their episodes on resume).
@@ -33,6 +37,7 @@ from rtrl_rl.envs.config import (
     parse_env_config,
     validate_env_config,
 )
+from rtrl_rl.envs.guard import CheckedEnv
 from rtrl_rl.envs.seeding import check_split
 from rtrl_rl.errors import ConfigError
 
@@ -73,6 +78,18 @@ def make_env(
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ConfigError(f"num_envs: must be an int >= 1, got {num_envs!r}")
     check_split(split)
+    return CheckedEnv(_adapter(parsed, num_envs, seed, split), env_label(parsed),
+                      parsed.nonfinite)
+
+
+def env_label(parsed: EnvConfig) -> str:
+    """The env's name in messages: ``family:game`` or ``gym:id`` (the family alone for the
+    built-in task)."""
+    name = getattr(parsed, "id", None) or getattr(parsed, "game", None)
+    return f"{parsed.family}:{name}" if name else parsed.family
+
+
+def _adapter(parsed: EnvConfig, num_envs: int, seed: int, split: str) -> VecEnv:
     if isinstance(parsed, AtariConfig):
         from rtrl_rl.envs.atari import AtariEnv
 

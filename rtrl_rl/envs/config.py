@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
+from rtrl_rl.envs.guard import NONFINITE_MODES
 from rtrl_rl.errors import ConfigError, unknown_name
 
 PROCGEN_GAMES = (
@@ -46,7 +47,19 @@ def _require(cond: bool, key: str, msg: str) -> None:
 
 
 @dataclass
-class AtariConfig:
+class EnvOptions:
+    """The options every family shares."""
+
+    nonfinite: str = "error"  # a non-finite reward or observation: error | zero | reset
+
+    def __post_init__(self) -> None:
+        if self.nonfinite not in NONFINITE_MODES:
+            raise _fail("nonfinite", str(unknown_name("nonfinite mode", str(self.nonfinite),
+                                                      NONFINITE_MODES)))
+
+
+@dataclass
+class AtariConfig(EnvOptions):
     """ALE through its native vectorized backend. Defaults are the reference settings."""
 
     family: ClassVar[str] = "atari"
@@ -79,7 +92,7 @@ class AtariConfig:
 
 
 @dataclass
-class ProcgenConfig:
+class ProcgenConfig(EnvOptions):
     """ProcGen through gym3. Train levels are ``[start_level, start_level + num_levels)``
     (``num_levels = 0``: all levels). The eval split uses ``num_eval_levels`` levels from
     ``eval_start_level`` (default: the first level after the training range); 0 means every
@@ -130,7 +143,7 @@ class ProcgenConfig:
 
 
 @dataclass
-class GymConfig:
+class GymConfig(EnvOptions):
     """Any registered gymnasium id (``module:EnvId`` imports ``module`` first, for ids that
     register on import). Spaces: see ``gym_spaces.py``; wrappers: ``wrappers.py``."""
 
@@ -187,7 +200,7 @@ def _import_hint(env_id: str) -> str:
 
 
 @dataclass
-class DelayedRecallConfig:
+class DelayedRecallConfig(EnvOptions):
     """Cue, ``delay`` blank steps (or uniform in ``[delay, delay_max]``), query; name the cue.
     ``distractors``: random cue-like observations instead of blanks; ``dense_reward``: score
     every action, ``1 / (D + 2)`` each; ``cue_flag``: an input column marking the cue."""

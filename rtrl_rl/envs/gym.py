@@ -22,7 +22,7 @@ from rtrl_rl.envs.config import GymConfig
 from rtrl_rl.envs.gym_spaces import action_codec, obs_codec
 from rtrl_rl.envs.seeding import SeedStream
 from rtrl_rl.envs.wrappers import apply_wrappers
-from rtrl_rl.errors import ConfigError
+from rtrl_rl.errors import ConfigError, EnvDataError
 
 
 class GymEnv:
@@ -64,7 +64,13 @@ class GymEnv:
         """``actions``: ``[B, *spec.action.shape]`` (Box actions are clipped to the bounds
         here). Returns the next ``TimeStep``."""
         check_actions(actions, self.spec.num_envs, self.spec.action.shape)
-        obs, reward, terminated, truncated, _ = self._env.step(self._act.to_env(actions))
+        try:
+            obs, reward, terminated, truncated, _ = self._env.step(self._act.to_env(actions))
+        except ValueError as e:  # gymnasium stacking sub-env observations of the wrong shape
+            if "shape" not in str(e) and "broadcast" not in str(e):
+                raise
+            raise EnvDataError(f"a sub-env's observation does not fit its observation_space "
+                               f"{self._env.single_observation_space} ({e})") from None
         ended = torch.from_numpy(np.logical_or(terminated, truncated))
         reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32).copy())
         ep_ret, ep_len = self._tracker.update(reward_t, ended)
@@ -72,6 +78,15 @@ class GymEnv:
             obs=self._encode(obs), reward=reward_t, first=ended, done=ended.clone(),
             episode_return=ep_ret, episode_length=ep_len,
         )
+
+    def reset_streams(self, mask: torch.Tensor) -> torch.Tensor:
+        """Restart the streams where ``mask`` (``[B]`` bool) is set; returns the observation
+        of every stream ``[B, D]``, fresh where ``mask``."""
+        keep = mask.numpy().copy()
+        obs, _ = self._env.reset(options={"reset_mask": keep})
+        self._tracker.ret[mask] = 0.0
+        self._tracker.len[mask] = 0
+        return self._encode(obs)
 
     def close(self) -> None:
         self._env.close()

@@ -58,6 +58,12 @@ class TemporalGrad(ABC):
     def reset_streams(self, stream_ids: torch.Tensor) -> None:  # noqa: B027 (optional hook)
         """Forget the carried state of these streams (e.g. a restarted env worker)."""
 
+    def nonfinite_streams(self) -> torch.Tensor:
+        """``[K]`` long: the streams whose carried state holds a non-finite value (none for
+        a module that carries nothing). Looked at only when an update is skipped and before
+        a checkpoint, so the common path pays nothing."""
+        return torch.empty(0, dtype=torch.long)
+
     def _ids(self, stream_ids: torch.Tensor | None, batch: int,
              device: torch.device | None = None) -> torch.Tensor | None:
         """None for the whole batch in order, else the ids on ``device``. Decided on the

@@ -344,6 +344,16 @@ class RTRL(TemporalGrad):
         self._s_mat = [state[f"layer{k}.s_mat"].clone() for k in range(n)] if state else []
         self._s_vec = [state[f"layer{k}.s_vec"].clone() for k in range(n)] if state else []
 
+    def nonfinite_streams(self) -> torch.Tensor:
+        """Streams with a non-finite sensitivity, e.g. after a long episode whose Jacobian
+        exceeds one; a non-finite sensitivity makes the next gradient non-finite, so the
+        learner finds them when it skips that update."""
+        self._sync()
+        bad = torch.zeros(self.num_streams, dtype=torch.bool)
+        for s in self._s_mat + self._s_vec:
+            bad |= ~torch.isfinite(s.flatten(1)).all(1).cpu()
+        return bad.nonzero().flatten()
+
     def reset_streams(self, stream_ids: torch.Tensor) -> None:
         self._sync()
         for s in self._s_mat + self._s_vec:

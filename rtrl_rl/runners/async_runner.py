@@ -19,6 +19,9 @@
   while the learner waits for it (a stuck env) is killed and restarted the same way. Any
   learner error stops all workers: ``close`` runs from the training loop's ``finally``; a
   learner that is killed closes its pipes, and the workers exit on their own.
+- Bad env data (``rtrl_rl.envs.guard``) is not a crash: a worker whose env check raises
+  reports it as fatal, and the learner raises the same ``EnvDataError``; the counters of
+  the other ``env.nonfinite`` modes come with each rollout.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from multiprocessing.connection import wait
 import torch
 import torch.multiprocessing as mp
 
+from rtrl_rl.envs.guard import COUNTERS, add_counts
+from rtrl_rl.errors import EnvDataError
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners import affinity
 from rtrl_rl.runners.async_worker import alloc_slots
@@ -94,6 +99,7 @@ class AsyncRunner:
         self.pending: list[deque] = [deque() for _ in range(n * self.groups)]
         self._arrivals = 0
         self.restarts, self.lost_frames, self.inference_failures = 0, 0, 0
+        self.env_counts = dict.fromkeys(COUNTERS, 0)  # the env check's, over all workers
         self.restart_seconds: list[float] = []  # death noticed -> first rollout of the new one
         self._died_at: dict[int, float] = {}
         self._heard = [0.0] * n  # when each worker last sent something (or was started)
@@ -192,10 +198,13 @@ class AsyncRunner:
             while conn.poll(0):
                 msg = conn.recv()
                 self._heard[w], self._spoke[w] = time.monotonic(), True
+                if msg[0] == "fatal":  # bad env data: a restart would not cure it
+                    raise EnvDataError(msg[1])
                 if msg[0] == "error":
                     self._restart(w, msg[1].strip().splitlines()[-1])
                     return
-                _, g, slot, episodes, _ = msg
+                _, g, slot, episodes, _, counts = msg
+                add_counts(self.env_counts, counts)
                 self._arrivals += 1
                 self.pending[w * self.groups + g].append((self._arrivals, slot, episodes))
                 self.failed_starts[w] = 0
@@ -227,7 +236,10 @@ class AsyncRunner:
         for w in touched:
             if self.procs[w].is_alive():
                 self._receive(w)
-            else:
+                continue
+            generation = self.generation[w]
+            self._receive(w)  # its last words first: a fatal error, or rollouts, then EOF
+            if self.generation[w] == generation:
                 self._restart(w, _exit_reason(self.procs[w].exitcode))
 
     def _restart_inference(self, why: str) -> None:
@@ -281,7 +293,8 @@ class AsyncRunner:
         self.placement.after_update()
 
     def metrics(self) -> dict[str, float]:
-        return {"worker_restarts": self.restarts, "lost_frames": self.lost_frames,
+        return {**self.env_counts,
+                "worker_restarts": self.restarts, "lost_frames": self.lost_frames,
                 "restart_s_max": max(self.restart_seconds, default=0.0),
                 **self.placement.metrics()}
 

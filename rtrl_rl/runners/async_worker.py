@@ -3,8 +3,9 @@
 Each worker owns a vectorized env over its own streams and a local copy of the agent, acts
 with it (policy inference in the worker), and writes each rollout into a free slot of its
 preallocated shared-memory buffers. Worker and learner talk over one private pipe: the
-worker sends ``("rollout", group, slot, episodes, version)`` (group 0: one group per worker
-here) or ``("error", traceback)``, the learner sends back freed ``(group, slot)`` pairs, or
+worker sends ``("rollout", group, slot, episodes, version, env_counts)`` (group 0: one
+group per worker here), ``("error", traceback)`` or ``("fatal", message)`` (bad env data,
+which a restart would not cure), the learner sends back freed ``(group, slot)`` pairs, or
 ``None`` to stop. Nothing is pickled per step.
 
 No lock is shared with any other process: weights come from a ``WeightBoard``, and the pipe
@@ -25,6 +26,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from rtrl_rl.envs.guard import take_counts
+from rtrl_rl.errors import EnvDataError
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.affinity import pin_process
 from rtrl_rl.runners.weights import WeightBoard
@@ -119,6 +122,12 @@ def guarded(conn, body: Callable[[int], None], cpus: tuple[int, ...] = ()) -> No
         body(os.getppid())
     except LearnerGone:
         pass
+    except EnvDataError as e:  # bad env data: not a crash a restart would cure
+        try:
+            conn.send(("fatal", str(e)))
+        except OSError:
+            pass
+        raise SystemExit(2) from None
     except Exception:  # report, then die: the learner decides what to do
         try:
             conn.send(("error", traceback.format_exc()))
@@ -154,6 +163,7 @@ def _run(h: WorkerHandles, parent: int) -> None:
     from rtrl_rl.runners.actor import Actor
 
     env = make_env(h.cfg.env, h.num_envs, h.seed)
+    env.first_stream = h.stream_offset
     agent = copy.deepcopy(h.template)  # private weights, refreshed from the board
     version = h.board.read_into(agent)
 
@@ -183,7 +193,8 @@ def _run(h: WorkerHandles, parent: int) -> None:
             for f in fields(rollout):
                 getattr(dst, f.name).copy_(getattr(rollout, f.name))
             try:
-                h.conn.send(("rollout", 0, slot, actor.drain_episodes(), version))
+                h.conn.send(("rollout", 0, slot, actor.drain_episodes(), version,
+                             take_counts(env)))
             except OSError:
                 raise LearnerGone from None
     finally:

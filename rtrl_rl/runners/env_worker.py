@@ -8,8 +8,8 @@ one group waits, the other steps: the env CPU and the policy device are both kep
 buffering). Nothing is pickled per step; the request and the reply are a few bytes.
 
 A group whose rollout is complete (entry ``T`` acted on) sends it over the control pipe as
-``("rollout", group, slot, episodes, -1)``, carries entry ``T`` over as entry 0 of a free
-slot, and goes on; with no free slot it waits while the other group runs. The control pipe
+``("rollout", group, slot, episodes, -1, env_counts)``, carries entry ``T`` over as entry 0
+of a free slot, and goes on; with no free slot it waits while the other group runs. The control pipe
 is the one the policy-in-worker placement uses (``rtrl_rl.runners.async_worker``).
 """
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from rtrl_rl.envs.base import TimeStep, VecEnv
+from rtrl_rl.envs.guard import take_counts
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.async_worker import LearnerGone, Waiter, guarded, take_messages
 from rtrl_rl.runners.inference import REPLY, REQUEST, SPIN_S
@@ -126,6 +127,7 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
     try:
         for g in range(len(h.slots)):
             env = make_env(h.cfg.env, h.group_size, h.seed + 104729 * g)
+            env.first_stream = h.stream_offset + g * h.group_size
             groups.append(EnvGroup(env, h.stream_offset + g * h.group_size, unroll))
             slot = free[g].pop(0)
             _request(h, g, *groups[g].start(h.seed + 104729 * g, h.slots[g][slot], slot))
@@ -153,7 +155,7 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
                             f"worker {h.index}: injected crash after {produced} rollouts")
                     try:
                         h.conn.send(("rollout", g, group.slot_index, group.drain_episodes(),
-                                     -1))
+                                     -1, take_counts(group.env)))
                     except OSError:
                         raise LearnerGone from None
                     stalled.add(g)

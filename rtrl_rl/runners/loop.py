@@ -34,7 +34,7 @@ from rtrl_rl.checkpoint import (
 )
 from rtrl_rl.config import TrainConfig, to_dict
 from rtrl_rl.envs import make_env
-from rtrl_rl.errors import ConfigError
+from rtrl_rl.errors import ConfigError, EnvDataError, TrainingDiverged
 from rtrl_rl.grad import make_grad, sensitivity_pass
 from rtrl_rl.logging import RunLogger
 from rtrl_rl.malloc import keep_freed_memory
@@ -221,10 +221,13 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collectiv
         parts = coll.gather((list(returns), list(lengths)))
         return [r for p in parts for r in p[0]], [n for p in parts for n in p[1]]
 
-    def checkpoint(final: bool) -> Path | None:
+    def checkpoint(final: bool, with_runner: bool = True) -> Path | None:
         """Save (rank 0, with every rank's per-stream state); a failed periodic save warns
-        and keeps the previous checkpoint."""
-        parts = coll.gather({"grad": grad.state_dict(), "runner": runner.state_dict(),
+        and keeps the previous checkpoint. ``with_runner=False``: the envs are mid-rollout
+        (bad env data stopped them), so their episodes restart on resume."""
+        learner.reset_nonfinite_streams()  # a checkpoint holds finite values only
+        parts = coll.gather({"grad": grad.state_dict(),
+                             "runner": runner.state_dict() if with_runner else {},
                              "rng": capture_rng(), "returns": list(returns),
                              "lengths": list(lengths)})
         if not ranks.is_main:
@@ -251,50 +254,64 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collectiv
     # fps excludes the first update of this process (worker start-up, allocator warm-up).
     t_start, frames_start, warm = time.time(), frames, None
     last_ckpt = time.time()
-    interrupted = None
+
+    def run(stop: _StopFlag) -> int | None:
+        """Collect, learn, log and checkpoint until the budget is spent; returns the signal
+        that stopped it early, if one did."""
+        nonlocal frames, warm, last_ckpt
+        while learner.updates < total_updates:
+            rollout, episodes = runner.next_rollout(learner.updates)
+            for ret, length in episodes:
+                returns.append(ret)
+                lengths.append(length)
+            if device.type == "cuda" and not rollout.obs.is_pinned():
+                rollout = rollout.pin_memory()
+            metrics = learner.update(rollout.to(device, non_blocking=True))
+            runner.after_update()
+            frames += rollout.unroll * rollout.batch * frames_per_step * ranks.world_size
+            if warm is None:
+                warm = (time.time(), frames)
+            if learner.updates % log_every == 0 or learner.updates == total_updates:
+                t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
+                elapsed = max(time.time() - t0, 1e-9)
+                # the one wait for the device; losses are averaged over ranks
+                metrics = coll.mean_metrics(read_metrics(metrics))
+                rets, lens = all_returns()
+                metrics.update({
+                    "return_mean": float(np.mean(rets)) if rets else float("nan"),
+                    "episode_length": float(np.mean(lens)) if lens else float("nan"),
+                    "episodes": len(rets),
+                    "fps": (frames - f0) / elapsed,
+                    "updates": learner.updates,
+                    "world_size": ranks.world_size,
+                })
+                metrics.update(getattr(runner, "metrics", lambda: {})())
+                logger.log(frames, metrics)
+            # every rank stops, or saves, at the same update
+            signum, due = coll.max_values(
+                stop.signum or 0, time.time() - last_ckpt > cfg.checkpoint_interval_s)
+            if signum:
+                return int(signum)
+            if due:
+                checkpoint(final=False)
+                last_ckpt = time.time()
+        return None
+
+    interrupted, stopped, path = None, None, None
     try:
         with _StopFlag() as stop:
-            while learner.updates < total_updates:
-                rollout, episodes = runner.next_rollout(learner.updates)
-                for ret, length in episodes:
-                    returns.append(ret)
-                    lengths.append(length)
-                if device.type == "cuda" and not rollout.obs.is_pinned():
-                    rollout = rollout.pin_memory()
-                metrics = learner.update(rollout.to(device, non_blocking=True))
-                runner.after_update()
-                frames += rollout.unroll * rollout.batch * frames_per_step * ranks.world_size
-                if warm is None:
-                    warm = (time.time(), frames)
-                if learner.updates % log_every == 0 or learner.updates == total_updates:
-                    t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
-                    elapsed = max(time.time() - t0, 1e-9)
-                    # the one wait for the device; losses are averaged over ranks
-                    metrics = coll.mean_metrics(read_metrics(metrics))
-                    rets, lens = all_returns()
-                    metrics.update({
-                        "return_mean": float(np.mean(rets)) if rets else float("nan"),
-                        "episode_length": float(np.mean(lens)) if lens else float("nan"),
-                        "episodes": len(rets),
-                        "fps": (frames - f0) / elapsed,
-                        "updates": learner.updates,
-                        "world_size": ranks.world_size,
-                    })
-                    metrics.update(getattr(runner, "metrics", lambda: {})())
-                    logger.log(frames, metrics)
-                # every rank stops, or saves, at the same update
-                signum, due = coll.max_values(
-                    stop.signum or 0, time.time() - last_ckpt > cfg.checkpoint_interval_s)
-                if signum:
-                    interrupted = int(signum)
-                    break
-                if due:
-                    checkpoint(final=False)
-                    last_ckpt = time.time()
-            path = checkpoint(final=True)
+            try:
+                interrupted = run(stop)
+            except (EnvDataError, TrainingDiverged) as e:  # nothing bad reached the weights
+                stopped = e
+            if not (isinstance(stopped, EnvDataError) and ranks.active):  # else: no collective
+                path = checkpoint(final=True, with_runner=not isinstance(stopped, EnvDataError))
     finally:
         runner.close()
         logger.close()
+    if stopped is not None:
+        log.error("%s; stopped at %d frames, last good state in %s", stopped, frames, path)
+        raise stopped
     if interrupted is not None:
         name = signal.Signals(interrupted).name
         if ranks.is_main:

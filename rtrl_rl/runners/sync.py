@@ -7,6 +7,7 @@ import logging
 import torch
 
 from rtrl_rl.envs import make_env
+from rtrl_rl.envs.guard import COUNTERS, add_counts, take_counts
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.actor import Actor
@@ -27,6 +28,7 @@ class SyncRunner:
         self.actor = Actor(self.env, self._policy, init, agent.dist.param_size,
                            runner_cfg.unroll)
         self.started = False
+        self.env_counts = dict.fromkeys(COUNTERS, 0)
         log.info("policy inference: in the learner process, on %s, between updates", device)
 
     def _policy(self, obs, reward, prev_action, first, state):
@@ -42,6 +44,10 @@ class SyncRunner:
         self.actor.policy_version = policy_version
         rollout = self.actor.collect()
         return rollout, self.actor.drain_episodes()
+
+    def metrics(self) -> dict[str, float]:
+        """The env check's counters (``env.nonfinite``), totals since the start."""
+        return dict(add_counts(self.env_counts, take_counts(self.env)))
 
     def after_update(self) -> None:
         """Nothing to publish: the actor uses the learner's agent directly."""
