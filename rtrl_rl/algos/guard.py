@@ -1,10 +1,10 @@
 """Skipping an update whose loss or gradient is not finite, as ``GradScaler`` does.
 
 ``LearnerBase.step`` measures the gradient's norm before it clips, and steps the optimizer
-only where that norm and the loss are finite. A non-finite loss is folded into the norm on
-the device (a NaN added to one gradient), so the decision needs one read of one number, and
-under torchrun, where gradients are averaged over ranks before the norm, every rank sees the
-same norm and takes the same decision.
+only where that norm and the loss are finite: one read of two numbers that the step waits
+for anyway. Under torchrun the gradients are averaged over ranks before the norm, and a rank
+whose loss is not finite makes its gradient NaN first, so every rank sees the same
+non-finite norm and takes the same decision.
 
 ``SkipCounter`` counts the skips, names the first non-finite quantity in a warning, and
 raises ``TrainingDiverged`` after ``algo.max_skipped_updates`` of them in a row.
@@ -25,11 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def poison_if_nonfinite(loss: torch.Tensor, params: Iterable[nn.Parameter]) -> None:
-    """Add NaN to the first gradient when ``loss`` is not finite (0 otherwise), on the
-    device and without waiting for it."""
+    """Make the first gradient NaN when ``loss`` is not finite, before the gradients are
+    averaged over ranks, so that every rank sees a non-finite norm."""
+    if math.isfinite(float(loss.detach())):
+        return
     for p in params:
         if p.grad is not None:
-            p.grad.add_(torch.where(torch.isfinite(loss), 0.0, math.nan).to(p.grad.dtype))
+            p.grad.fill_(math.nan)
             return
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -63,12 +64,11 @@ class LearnerBase(ABC):
         (``guard.py``); returns the gradient norm before clipping and whether it stepped."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        poison_if_nonfinite(loss, self.params)
         if self.combine_grads is not None:
+            poison_if_nonfinite(loss, self.params)  # so that every rank skips with this one
             self.combine_grads(self.params)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = nn.utils.get_total_norm(grads)
-        if not bool(torch.isfinite(grad_norm)):  # the one wait for the device
+        grad_norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if not math.isfinite(float(grad_norm) + float(loss.detach())):  # the one device wait
             return grad_norm, False
         nn.utils.clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, grad_norm)
         self.optimizer.step()

@@ -42,6 +42,8 @@ class Actor:
         self.policy_version = 0
         self.episodes: list[tuple[float, int]] = []  # finished (return, length), drained by caller
         self.steps = 0  # agent steps taken (summed over streams)
+        defer = getattr(env, "defer", None)  # the env check, once per rollout
+        self._check = defer() if defer is not None else None
 
     def _record(self, t: int, ts: TimeStep, prev_action: torch.Tensor) -> None:
         self.state_prev = self.state
@@ -73,6 +75,8 @@ class Actor:
             ts = self.env.step(prev_action)
             self._record(t, ts, prev_action)
         self.steps += self.unroll * self.stream_ids.numel()
+        if self._check is not None:
+            self._check(self.buf["reward"], self.buf["obs"])
         rollout = Rollout(
             **{k: v.clone() for k, v in self.buf.items()},
             core_state=core_state,

@@ -56,6 +56,8 @@ class EnvGroup:
         self.slot: Rollout | None = None
         self.slot_index, self.t = -1, 0
         self.episodes: list[tuple[float, int]] = []
+        defer = getattr(env, "defer", None)  # the env check, once per rollout
+        self._check = defer() if defer is not None else None
 
     def _write(self, ts: TimeStep, prev_action) -> None:
         r = self.slot
@@ -78,6 +80,11 @@ class EnvGroup:
         ts = self.env.reset(seed=seed)
         self._write(ts, slot.prev_action[0].zero_())
         return index, 0
+
+    def check(self) -> None:
+        """The deferred env check, on the complete rollout in the slot."""
+        if self._check is not None:
+            self._check(self.slot.reward, self.slot.obs)
 
     @property
     def complete(self) -> bool:
@@ -149,6 +156,7 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
             for g in replied:
                 group = groups[g]
                 if group.complete:
+                    group.check()
                     produced += 1
                     if h.crash_after and produced >= h.crash_after:
                         raise RuntimeError(

@@ -136,3 +136,15 @@ def test_an_unknown_mode_is_one_line():
     with pytest.raises(ConfigError, match=r"^env.nonfinite: unknown nonfinite mode 'nan'; "
                                           "choices: error, reset, zero$"):
         make_env({"family": "gym", "id": "CartPole-v1", "nonfinite": "nan"}, 2, seed=0)
+
+
+def test_a_deferred_check_finds_the_step_in_the_rollout():
+    env = bad_env(field="obs", value=math.inf, at=7, stream=2)
+    check = env.defer()
+    out = steps(env, 10)  # no error at step 7: the caller checks whole rollouts
+    reward = torch.stack([ts.reward for ts in out])
+    obs = torch.stack([ts.obs for ts in out])
+    with pytest.raises(EnvDataError, match=r"stream 2, step 7: observation\[2\] is inf"):
+        check(reward, obs)
+    assert bad_env("zero").defer() is None  # repairs act at every step
+    env.close()
