@@ -117,6 +117,37 @@ def test_rank_seeds_differ_and_rank_zero_keeps_the_run_seed():
     assert Ranks(rank=1, world_size=2).seed(11) != Ranks(rank=1, world_size=2).seed(12)
 
 
+def _rank_skip(rank: int, port: int, cfg, rollouts: list[Rollout], out: str) -> None:
+    """Like ``_rank_main``, with a NaN reward in rank 1's second rollout only."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    coll = Collective(Ranks.from_env(), torch.device("cpu"))
+    per = STREAMS // RANKS
+    _, agent, learner = _setup(
+        cfg, per, lambda p: coll.combine_grads(p, cfg.algo.loss_reduction))
+    coll.broadcast_module(agent)
+    for i, r in enumerate(rollouts):
+        part = _streams(r, rank * per, (rank + 1) * per)
+        if rank == 1 and i == 1:
+            part.reward[2, 0] = float("nan")
+        learner.update(part)
+    torch.save({"updates": learner.updates, "skipped": learner.skips.total,
+                "agent": agent.state_dict()}, f"{out}.{rank}")
+    coll.close()
+
+
+def test_a_rank_with_a_nonfinite_loss_makes_every_rank_skip(tmp_path):
+    cfg = make_cfg(tmp_path, *SMALL)
+    rollouts = _rollouts(cfg, 3)
+    mp.spawn(_rank_skip, args=(_free_port(), cfg, rollouts, str(tmp_path / "p")),
+             nprocs=RANKS, join=True)
+    got = [torch.load(tmp_path / f"p.{rank}") for rank in range(RANKS)]
+    assert [g["updates"] for g in got] == [2, 2] and [g["skipped"] for g in got] == [1, 1]
+    for k, v in got[0]["agent"].items():
+        torch.testing.assert_close(got[1]["agent"][k], v, rtol=0, atol=0, msg=k)
+
+
 # --------------------------------------------------------------------------- torchrun jobs
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone",
