@@ -265,7 +265,8 @@ def write_report(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, floa
         spec = suite.task_specs[task]
         pub = ", ".join(p for p in (
             f"GRU {spec.published_gru:g}" if spec.published_gru is not None else "",
-            f"best {spec.published_best:g} ({spec.published_best_model})"
+            f"best {spec.published_best:g}" + (f" ({spec.published_best_model})"
+                                               if spec.published_best_model else "")
             if spec.published_best is not None else "") if p) or "none known"
         md += [f"## {task}", "",
                f"Budget {_frames(suite.budget(task))} frames per run; random policy "
