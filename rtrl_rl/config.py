@@ -283,8 +283,8 @@ class TrainConfig:
             if not rc.env_groups:
                 # Double buffering hides the device's latency behind the other group's env
                 # steps. With the learner on the CPU there is no latency to hide, and twice
-                # the requests per frame cost more than they overlap: on the 2-core CPU the
-                # default job ran at 27.4k frames/s with one group and 21.2-22.2k with two.
+                # the requests per frame cost more than they overlap: on the 2-core CPU one
+                # group ran faster than two (measurements: docs/performance.md).
                 rc.env_groups = 2 if cuda else 1
             rc.check_batch_unit()
 

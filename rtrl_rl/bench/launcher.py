@@ -155,7 +155,7 @@ class Grid:
         todo = remaining_frames - now_frames
         eta = _fmt_time(todo / rate) if rate > 0 else "?"
         print(f"rtrl-bench: {done}/{len(self.runs)} runs done, {len(active)} running, {left} "
-              f"left; {rate:,.0f} frames/s; about {eta} left", file=self.out, flush=True)
+              f"left; {rate:,.0f} fps; about {eta} left", file=self.out, flush=True)
 
     def run(self) -> GridResult:
         result = GridResult()

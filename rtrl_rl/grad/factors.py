@@ -10,17 +10,17 @@ product; 1 for the last step), the end-of-chunk update needs
 (``factor_v`` is 1 for the biases). In PyTorch this is some 60 small operations over
 ``[T, B, N]`` tensors, most of them the step-by-step sweep for ``P``, after the eLSTM's terms
 took another 8. For eLSTM terms on the CPU, a numba kernel computes the terms and all of the
-above in one pass over ``c_prev, z, f`` (measured 0.33 ms against 0.3 + 1.2 ms at B=32,
-T=50, N=256, float32, on 2026-12-02; 0.95-1.1 ms alone on the slower VM of 12-04). On CUDA,
-Triton kernels do the same sweeps (``rtrl_rl.grad.factors_triton``) where triton is
-installed (it comes with PyTorch's CUDA builds). The PyTorch form serves every other case
-(other element-wise cells, no numba or triton) and is the kernels' test oracle.
+above in one pass over ``c_prev, z, f``, faster than the PyTorch terms and sweep
+(measurements: docs/performance.md). On CUDA, Triton kernels do the same sweeps
+(``rtrl_rl.grad.factors_triton``) where triton is installed (it comes with PyTorch's CUDA
+builds). The PyTorch form serves every other case (other element-wise cells, no numba or
+triton) and is the kernels' test oracle.
 
 For layers with 2 reals per unit (``PairTerms``), ``g_t`` and ``P_s`` are 2x2 matrices per
 unit (``P_s = g_{T-1} ... g_{s+1}``, in that order), products with them are matrix products,
 and ``pu``, ``new_vec`` gain a trailing axis of 2 (``p0``: ``[B, N, 2, 2]``). On the CPU a
-second numba kernel does that sweep: for the LRU at B=32, T=10, N=256 on one thread, 1.5 ms
-against 14.6 ms for the PyTorch form, most of which is ``T`` steps of small 2x2 products.
+second numba kernel does that sweep, far faster than the PyTorch form, most of whose time
+goes to ``T`` steps of small 2x2 products.
 """
 
 from __future__ import annotations
@@ -260,10 +260,9 @@ def _load_kernel():
             _kernel = False
         else:
             prange = numba.prange
-            # Streams threaded, with the same bits. The pair layers' sweep at B=32, N=256 on
-            # the 2-core CPU: 3.1 against 5.0 ms (RTU, T=50), 0.34 against 0.66 ms (LRU,
-            # T=10). The eLSTM's, timed inside whole updates (alone it gained little, 0.62
-            # against 0.58 ms): 0.77 against 1.11 ms at T=50, 0.23 against 0.29 at T=10.
+            # Streams threaded, with the same bits: that sped up the pair layers' sweep,
+            # and the eLSTM's when timed inside whole updates (alone it gained little).
+            # Measurements: docs/performance.md.
             jit = numba.njit(cache=True, nogil=True, parallel=True)
             _kernel = {"elstm": jit(_sweep_elstm), "pairs": jit(_sweep_pairs)}
     return _kernel
@@ -277,8 +276,7 @@ def _sweep_pairs(a, u, v, keep, s_vec, pu, p0, new_vec):  # pragma: no cover (nu
     ``[B, T, M, N, 2]``. ``P`` is kept as two rows in the pairs' own interleaved layout,
     ``qa = (P00, P11)`` and ``qc = (P01, P10)`` of each unit, and every loop runs over a row
     slice: so they vectorise (with lane permutes), where ``[4, N]`` rows and 5-d indexing
-    compiled to scalar code (B=32, N=256, 2 threads: LRU T=50 2.0 against 4.2 ms, RTU
-    T=50 1.7 against 2.9 ms, LRU T=10 0.15 against 0.45 ms; the same bits)."""
+    compiled to slower scalar code with the same bits (measurements: docs/performance.md)."""
     t_len, b_len, m_len, n_len = v.shape[0], v.shape[1], u.shape[2], u.shape[3]
     v_len, n2 = v.shape[2], 2 * n_len
     a_f = a.reshape(a.shape[0], a.shape[1], 4 * n_len)

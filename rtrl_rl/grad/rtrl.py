@@ -117,7 +117,7 @@ class _Update:
 def _apply_blocks(p: torch.Tensor, s: torch.Tensor) -> None:
     """``s[..., k] <- sum_l p[..., k, l] s[..., l]`` in place; p ``[..., 2, 2]``, s
     ``[..., 2]``. The in-place twin of ``factors._matvec2``: copying that one's result back
-    made an LRU update at B=32, T=10, N=256 12% slower (29.5 against 26.4 ms)."""
+    made a whole LRU update slower (measurements: docs/performance.md)."""
     s0, s1 = s[..., 0], s[..., 1]
     new0 = torch.addcmul(s0 * p[..., 0, 0], s1, p[..., 0, 1])
     s1.mul_(p[..., 1, 1]).addcmul_(s0, p[..., 1, 0])

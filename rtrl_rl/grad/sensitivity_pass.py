@@ -8,24 +8,23 @@ I=257, N=256), which is the cost that matters, so a numba kernel, threaded over 
 rows ``i``, does them in one read and one write of ``S``, in place:
 
 - chunks of up to ``ONE_PASS_MAX_T`` steps: the gradient, the scaling and the rank-T
-  update, block by block while the block and ``pu`` are in L1 (at B=32, I=257, N=256,
-  T=10 on the 2-core CPU: 1.75 ms against 2.7 ms for the two passes below);
+  update, block by block while the block and ``pu`` are in L1 (faster than the two passes
+  below, which read ``S`` twice);
 - longer chunks: the gradient and the scaling; the rank-T update then runs as one
   whole-batch ``baddbmm_`` (MKL), which is compute-bound there and where MKL's register
-  blocking beats the kernel's (T=50: 4.5 against 5.0 ms for the one pass).
+  blocking beats the kernel's.
 
 This replaced a loop over blocks of 2 streams of PyTorch ops, whose Python and dispatch
-were most of RTRL's cost above BPTT at short chunks (about 2.0 ms for the blocked backward
-at T=10 against 0.88 ms for the scaling pass and the matmul on a faster machine).
+were most of RTRL's cost above BPTT at short chunks.
 
 Running the update on a background thread during the backward instead was slower on the
-2-core CPU: the backward keeps both cores busy (T=50: the backward took 11.5 ms more than
-BPTT's, against 6.2 ms for this kernel in it).
+2-core CPU: the backward keeps both cores busy, so the update beside it slowed the
+backward by more than the kernel costs inside it.
 
-2x2-block layers (``[B, I, M, N, 2]``) take a twin kernel with the same update loop: a
-whole LRU update at B=32, T=10, N=256 on one thread fell from 69.9 to 31.7 ms with it and
-the factor kernel (bptt: 14 ms). Other devices, and machines without numba, use the blocked
-PyTorch form in ``rtrl_rl.grad.rtrl``.
+2x2-block layers (``[B, I, M, N, 2]``) take a twin kernel with the same update loop; with
+it and the factor kernel a whole LRU update took much less time than before. Other
+devices, and machines without numba, use the blocked PyTorch form in ``rtrl_rl.grad.rtrl``.
+(Measurements: docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -201,10 +200,10 @@ def _pass_pairs(s, g, p0, x, pu, acc, rows, mode):  # pragma: no cover (compiled
     ``[B, 2, 2N]`` (row 0: ``P00, P11`` of each unit, row 1: ``P01, P10``, interleaved as
     the pairs of ``s``), acc ``[I, M, N, 2]``, pu ``[B, T, M*N*2]``. The gradient runs over
     each row's ``N*2`` reals as one contiguous loop, the 2x2 products in a loop of their
-    own (one loop mixing both did not vectorise: 2x slower). That loop reads ``P`` in the
-    pairs' own layout and indexes a row slice: it then vectorises (with lane permutes),
-    where per-element 5-d indexing and ``[B, 2, 2, N]`` coefficients compiled to scalar
-    code (the decay alone, B=32, I=257, N=256: 2.45 against 3.71 ms)."""
+    own (one loop mixing both did not vectorise, and was slower). That loop reads ``P`` in
+    the pairs' own layout and indexes a row slice: it then vectorises (with lane permutes),
+    where per-element 5-d indexing and ``[B, 2, 2, N]`` coefficients compiled to slower
+    scalar code (measurements: docs/performance.md)."""
     b_len, i_len, m_len, n_len = s.shape[0], s.shape[1], s.shape[2], s.shape[3]
     n2 = 2 * n_len
     flat = s.reshape(b_len, i_len, m_len * n2)

@@ -1,11 +1,11 @@
 """``Agent.step`` traced with TorchScript, for the batched policy step.
 
-The trace gives the same outputs with far less Python per call: 67 against 165 us for 16
-streams of the default job's policy on the 2-core CPU, where that Python is most of a policy
-step. A trace records one path through the code, so it is used only for cores whose path
-cannot depend on the data (the LSTM core steps differently when an episode starts), and only
-after it matched the eager step on probes of other batch sizes and episode starts. It holds
-the agent's own parameter tensors, so weights copied into the agent in place reach it.
+The trace gives the same outputs with far less Python per call, and on the 2-core CPU that
+Python is most of a policy step (measurements: docs/performance.md). A trace records one
+path through the code, so it is used only for cores whose path cannot depend on the data
+(the LSTM core steps differently when an episode starts), and only after it matched the
+eager step on probes of other batch sizes and episode starts. It holds the agent's own
+parameter tensors, so weights copied into the agent in place reach it.
 """
 
 from __future__ import annotations

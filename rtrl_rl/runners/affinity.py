@@ -6,11 +6,11 @@ compete for the same cores. Left to the scheduler, a waking worker or the infere
 appears to preempt the learner in mid-update. Giving the learner cores of its own
 and the actor side the rest (as Sample Factory's ``set_workers_cpu_affinity`` does for its
 workers) removes that. On the 2-core CPU, the default job with ``runner.inference=learner``
-ran at a median 0.92x the sync runner's frames/s unpinned and 1.03x pinned (5 interleaved
-rounds), and 1.10x pinned once the actor side polled 0.1 ms instead of 0.3 ms before
-sleeping (6 rounds; docs/results/inference_cpu). With inference in the workers, where each
-worker runs the policy itself, pinning made it slower (0.81-0.95x of unpinned, 3 rounds), so
-``auto`` pins only the learner placement on the CPU.
+went from slower than the sync runner unpinned to slightly faster pinned, and faster still
+once the actor side polled for a shorter time before sleeping. With inference in the
+workers, where each worker runs the policy itself, pinning made it slower, so ``auto`` pins
+only the learner placement on the CPU (measurements: docs/performance.md,
+docs/results/inference_cpu).
 
 A plan is made from the CPUs the process may use (``os.sched_getaffinity``, so a Slurm or
 ``taskset`` mask is respected). Under torchrun each local rank first takes its contiguous

@@ -7,8 +7,8 @@ policy step over the whole batch on the device, and writes actions, behaviour lo
 core state before entry 0 and the policy version back into the slots (``Agent.step`` is
 traced where that is safe: ``rtrl_rl.models.traced``). The per-stream core state never
 leaves the device. It is a process and not a thread of the learner so that neither waits
-for the other's Python (the GIL): on the 2-core CPU, the default job ran at 14.1k frames/s
-with a thread and 15.4k with a process.
+for the other's Python (the GIL): on the 2-core CPU, the default job ran faster with a
+process than with a thread (measurements: docs/performance.md).
 
 A request ``(group, slot, t, generation)`` means: entry ``t`` of that slot holds the
 group's newest observation. ``t == 0`` starts the group's streams afresh (a new or
@@ -39,10 +39,10 @@ from rtrl_rl.runners.weights import WeightBoard
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
 REQUEST = struct.Struct("<iiii")
 REPLY = struct.Struct("<ii")
-#: Both sides poll this long before sleeping. Default job, inference=learner on the 2-core
-#: CPU: 20.2k against 18.8k frames/s without polling, 1 ms and 3 ms slower than 0.3 ms; with
-#: the actor side pinned to one CPU (``rtrl_rl.runners.affinity``), 0.1 ms beat 0.3 ms in 5
-#: of 6 interleaved rounds (median 1.10x): there a poller holds the CPU the other side needs.
+#: Both sides poll this long before sleeping. Unpinned, a short poll beat both not polling
+#: and longer polls; with the actor side pinned to one CPU (``rtrl_rl.runners.affinity``) a
+#: shorter one still won: there a poller holds the CPU the other side needs (measurements:
+#: docs/performance.md).
 SPIN_S = 0.0001
 
 
