@@ -15,8 +15,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rtrl_rl.algos import LEARNERS
 from rtrl_rl.errors import ConfigError, unknown_name
+from rtrl_rl.grad import GRADS
 from rtrl_rl.logging import LoggerConfig
+from rtrl_rl.models.registry import CORES
+from rtrl_rl.runners import RUNNERS
 
 
 def _scan_frames(delay: int, episodes: int = 125_000, floor: int = 4_000_000) -> int:
@@ -78,7 +82,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice(self.stem, "model.stem", ("impala", "nature", "mlp"))
         _choice(self.amp, "model.amp", ("none", "bf16"))
-        _choice(self.core, "model.core", ("elstm", "rtu", "lru", "lstm", "none"))
+        _choice(self.core, "model.core", tuple(CORES))
         _choice(self.rtu_recurrence, "model.rtu_recurrence", ("linear", "nonlinear"))
         _choice(self.rtu_readout, "model.rtu_readout", ("relu", "gelu"))
         _check(0.0 <= self.r_min < self.r_max <= 1.0, "model.r_min",
@@ -97,7 +101,7 @@ class GradConfig:
     name: str = "rtrl"
 
     def __post_init__(self) -> None:
-        _choice(self.name, "grad.name", ("rtrl", "bptt", "one_step", "rtrl_reference"))
+        _choice(self.name, "grad.name", tuple(GRADS))
 
 
 @dataclass
@@ -134,7 +138,7 @@ class AlgoConfig:
     max_skipped_updates: int = 10
 
     def __post_init__(self) -> None:
-        _choice(self.name, "algo.name", ("impala", "ppo"))
+        _choice(self.name, "algo.name", tuple(LEARNERS))
         _check(self.epochs >= 1, "algo.epochs", "must be >= 1")
         _check(self.max_skipped_updates >= 1, "algo.max_skipped_updates", "must be >= 1")
         _check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
@@ -195,7 +199,7 @@ class RunnerConfig:
         return self.num_envs // self.num_workers // self.groups_per_worker
 
     def __post_init__(self) -> None:
-        _choice(self.kind, "runner.kind", ("sync", "async"))
+        _choice(self.kind, "runner.kind", tuple(RUNNERS))
         _choice(self.inference, "runner.inference", ("auto", "learner", "worker"))
         _choice(self.cpu_affinity, "runner.cpu_affinity", ("auto", "always", "never"))
         _check(self.num_envs >= 1, "runner.num_envs", f"must be >= 1, got {self.num_envs}")
@@ -320,10 +324,9 @@ def validate(cfg: DictConfig | dict) -> TrainConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e)) from None
     assert isinstance(typed, TrainConfig)
-    if typed.grad.name in ("rtrl", "rtrl_reference") and typed.model.core == "lstm":
-        raise ConfigError(
-            f"grad={typed.grad.name} needs an element-wise recurrent core, not "
-            "model.core=lstm; cores that support it: elstm (any number of layers), none")
+    grad = GRADS[typed.grad.name]
+    if not grad.supports(CORES[typed.model.core]):
+        raise grad.core_error(typed.model.core)
     validate_env_config(env)
     typed.env = env
     return typed

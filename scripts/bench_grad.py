@@ -71,7 +71,7 @@ def _updater(method: str, b: int, t: int, n: int, i: int, device: str, core_kind
 
     from rtrl_rl.grad import make_grad
     from rtrl_rl.malloc import keep_freed_memory
-    from rtrl_rl.models.cells import make_core
+    from rtrl_rl.models.registry import make_core
 
     keep_freed_memory()  # as the learner does (rtrl_rl.malloc)
     if method == "floor":

@@ -460,6 +460,10 @@ MUTATIONS: list[Mutation] = [
         "", "env-only worker: the deferred env check is never run",
         "tests/runners/test_nonfinite_train.py::"
         "test_bad_env_data_stops_the_run_after_saving_its_last_good_state"),
+    # Registries: one source of names and capabilities
+    mut("Y1", "rtrl_rl/grad/rtrl.py", "        return core.elementwise", "        return True",
+        "grad=rtrl accepts a core that is not element-wise (the LSTM)",
+        "tests/test_registries.py"),
     # Triton kernels (caught where triton is installed: in the interpreter, or on CUDA)
     mut("K1", "rtrl_rl/grad/factors_triton.py", "pz, pf = p * zeta, p * phi",
         "pz, pf = p * zeta, p * zeta", "Triton eLSTM sweep: the W_f terms use zeta",

@@ -14,7 +14,7 @@ from rtrl_rl import malloc
 _UPDATES = """
 import resource, sys, torch
 from rtrl_rl.grad import make_grad
-from rtrl_rl.models.cells import make_core
+from rtrl_rl.models.registry import make_core
 if sys.argv[1] == "keep":
     from rtrl_rl.malloc import keep_freed_memory
     assert keep_freed_memory()

@@ -24,8 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rtrl_rl.errors import ConfigError, unknown_name
+from rtrl_rl.grad import GRADS as grad_registry
 
-GRADS = ("rtrl", "bptt", "one_step")
+#: The gradient modules, from their registry; the step-by-step reference is for tests only.
+GRADS = tuple(name for name in grad_registry if name != "rtrl_reference")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 DEVICES = ("cpu", "cuda")
 #: Result keys a run can return as its objective (what ``+sweep=optuna`` maximizes).

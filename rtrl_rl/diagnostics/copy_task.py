@@ -43,7 +43,8 @@ from torch import nn
 from rtrl_rl.diagnostics.copy_config import CopyConfig
 from rtrl_rl.envs.copy_task import CopyBatch, CopyTaskStream, copy_task_batch, copy_task_in_dim
 from rtrl_rl.grad import TemporalGrad, make_grad
-from rtrl_rl.models.cells import Core, make_core
+from rtrl_rl.models.cells import Core
+from rtrl_rl.models.registry import make_core
 
 #: Evaluation patterns come from these seed offsets, never from the training stream.
 PERIODIC_EVAL_SEED, FINAL_EVAL_SEED = 1_000_003, 2_000_003

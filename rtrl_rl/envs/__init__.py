@@ -102,6 +102,8 @@ def _adapter(parsed: EnvConfig, num_envs: int, seed: int, split: str) -> VecEnv:
         from rtrl_rl.envs.gym import GymEnv
 
         return GymEnv(parsed, num_envs, seed, split)
-    from rtrl_rl.envs.delayed_recall import DelayedRecallEnv
+    if isinstance(parsed, DelayedRecallConfig):
+        from rtrl_rl.envs.delayed_recall import DelayedRecallEnv
 
-    return DelayedRecallEnv(parsed, num_envs, seed, split)
+        return DelayedRecallEnv(parsed, num_envs, seed, split)
+    raise ConfigError(f"env: no adapter for {type(parsed).__name__}")

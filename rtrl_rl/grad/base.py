@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from rtrl_rl.errors import ConfigError
 from rtrl_rl.models.cells import Core
 
 
@@ -24,8 +25,26 @@ class TemporalGrad(ABC):
     name: str = "base"
     #: One line for logs: what the gradient is (exact, truncated, approximate ...).
     description: str = ""
+    #: What a core must be for this module, in words (for the error when it is not).
+    requirement: str = "a recurrent core"
+
+    @classmethod
+    def supports(cls, core: type[Core]) -> bool:
+        """Whether this module can train cores of class ``core`` (every core, here)."""
+        return True
+
+    @classmethod
+    def core_error(cls, core: str) -> ConfigError:
+        """The one-line error for a core it cannot train, naming every core it can."""
+        from rtrl_rl.models.registry import CORES
+
+        able = [name for name, c in CORES.items() if cls.supports(c)]
+        return ConfigError(f"grad={cls.name} needs {cls.requirement}, not model.core={core}; "
+                           f"cores that support it: {', '.join(able)}")
 
     def __init__(self, core: Core, num_streams: int) -> None:
+        if not self.supports(type(core)):
+            raise self.core_error(core.name)
         self.core = core
         self.num_streams = num_streams
 

@@ -44,7 +44,6 @@ import logging
 import torch
 from torch.autograd.graph import increment_version
 
-from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import sensitivity_pass
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.grad.factors import chunk_factors, triton_modules, warm_up
@@ -52,7 +51,6 @@ from rtrl_rl.models.cells import Core
 
 log = logging.getLogger(__name__)
 
-ELEMENTWISE_CORES = "elstm, rtu, lru (any number of layers) and none (feed-forward)"
 
 
 class _Update:
@@ -217,13 +215,13 @@ class RTRL(TemporalGrad):
     """Exact (for one layer) untruncated RTRL, at about the cost of truncated BPTT."""
 
     name = "rtrl"
+    requirement = "an element-wise recurrent core"
+
+    @classmethod
+    def supports(cls, core: type[Core]) -> bool:
+        return core.elementwise
 
     def __init__(self, core: Core, num_streams: int) -> None:
-        if not core.elementwise:
-            raise ConfigError(
-                f"grad=rtrl needs an element-wise recurrent core, not '{core.name}'; "
-                f"cores that support it: {ELEMENTWISE_CORES}"
-            )
         super().__init__(core, num_streams)
         self.layers = list(core.layers)
         self.approximate = len(self.layers) > 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.cells import ELSTM, Core
 
@@ -67,11 +66,13 @@ class RTRLReference(TemporalGrad):
 
     name = "rtrl_reference"
     description = "step-by-step RTRL reference (slow; for tests and benchmarks)"
+    requirement = "the eLSTM core (the step-by-step reference has no other)"
+
+    @classmethod
+    def supports(cls, core: type[Core]) -> bool:
+        return issubclass(core, ELSTM)
 
     def __init__(self, core: Core, num_streams: int) -> None:
-        if not isinstance(core, ELSTM):
-            raise ConfigError(
-                f"grad=rtrl_reference supports the elstm core only, not '{core.name}'")
         super().__init__(core, num_streams)
         self._s: list[dict[str, torch.Tensor]] = []
 

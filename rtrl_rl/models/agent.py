@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from rtrl_rl.envs.base import EnvSpec
-from rtrl_rl.models.cells import Core, make_core
+from rtrl_rl.models.cells import Core
 from rtrl_rl.models.heads import PolicyValueHead
 from rtrl_rl.models.policy_dist import make_policy_dist
+from rtrl_rl.models.registry import make_core
 from rtrl_rl.models.stems import make_obs_stem
 
 

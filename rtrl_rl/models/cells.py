@@ -19,8 +19,6 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from rtrl_rl.errors import ConfigError, unknown_name
-
 
 @dataclass
 class ElementwiseTerms:
@@ -302,31 +300,3 @@ class FeedForward(Core):
 
     def forward(self, x, state, first, detach_every_step=False):
         return x, state
-
-
-CORES = ("elstm", "lstm", "none", "rtu", "lru")
-
-
-def make_core(
-    kind: str, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0,
-    *, recurrence: str = "linear", rtu_readout: str = "relu", r_min: float = 0.9,
-    r_max: float = 0.999, max_phase: float = 2 * math.pi,
-) -> Core:
-    """Build a core by name: ``elstm`` (``layers`` > 1 stacks), ``lstm``, ``none``, ``rtu``
-    or ``lru`` (``rtrl_rl.models.pair_cells``). ``forget_bias`` is for the eLSTM and LSTM;
-    ``recurrence`` (linear | nonlinear) and ``rtu_readout`` (relu | gelu: the LRU's readout
-    layer) for the RTU; ``r_min, r_max, max_phase`` set the
-    initial ring of eigenvalues of the RTU and LRU."""
-    if kind not in CORES:
-        raise unknown_name("core", kind, CORES)
-    if kind != "none" and (hidden_size < 1 or layers < 1):
-        raise ConfigError(f"model.hidden_size and model.layers must be >= 1 for core '{kind}'")
-    if kind in ("rtu", "lru"):
-        from rtrl_rl.models.pair_cells import LRU, RTU
-
-        ring = {"r_min": r_min, "r_max": r_max, "max_phase": max_phase}
-        if kind == "rtu":
-            return RTU(input_size, hidden_size, layers, recurrence, rtu_readout, **ring)
-        return LRU(input_size, hidden_size, layers, **ring)
-    return {"elstm": ELSTM, "lstm": LSTM, "none": FeedForward}[kind](
-        input_size, hidden_size, layers, forget_bias)

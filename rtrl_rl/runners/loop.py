@@ -41,6 +41,7 @@ from rtrl_rl.malloc import keep_freed_memory
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
 from rtrl_rl.run_dir import RunDirLock
+from rtrl_rl.runners import RUNNERS
 from rtrl_rl.runners.distributed import Collective, Ranks, rank_config
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_runner(cfg: TrainConfig, agent: Agent, device: torch.device, env):
-    if cfg.runner.kind == "async":
-        from rtrl_rl.runners.async_runner import AsyncRunner
-
-        return AsyncRunner(cfg, agent, device, spec=env.spec, probe_env=env)
-    from rtrl_rl.runners.sync import SyncRunner
-
-    return SyncRunner(cfg.env, cfg.runner, agent, device, cfg.seed, env=env)
+    """The runner ``cfg.runner.kind`` names (``rtrl_rl.runners.RUNNERS``)."""
+    return RUNNERS[cfg.runner.kind](cfg, agent, device, env)
 
 
 class _StopFlag:

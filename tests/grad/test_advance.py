@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rtrl_rl.grad import make_grad
-from rtrl_rl.models.cells import make_core
+from rtrl_rl.models.registry import make_core
 
 T, B, I, N = 5, 4, 3, 4
 F64 = torch.float64

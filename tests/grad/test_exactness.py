@@ -7,7 +7,8 @@ import torch
 
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import make_grad
-from rtrl_rl.models.cells import ELSTM, make_core
+from rtrl_rl.models.cells import ELSTM
+from rtrl_rl.models.registry import make_core
 from tests.grad.elstm_reference import (
     chunk_loss,
     elstm_loop,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rtrl_rl.grad import make_grad
-from rtrl_rl.models.cells import make_core
+from rtrl_rl.models.registry import make_core
 from tests.grad.elstm_reference import chunk_loss, param_grads, random_problem, zero_grads
 
 T_CHUNK, N_CHUNKS, B, I, N = 5, 4, 4, 3, 3

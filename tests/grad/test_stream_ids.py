@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rtrl_rl.grad import make_grad
-from rtrl_rl.models.cells import make_core
+from rtrl_rl.models.registry import make_core
 
 T, B, I, N = 4, 3, 5, 6
 

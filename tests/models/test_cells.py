@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rtrl_rl.errors import ConfigError
-from rtrl_rl.models.cells import ELSTM, make_core
+from rtrl_rl.models.cells import ELSTM
+from rtrl_rl.models.registry import make_core
 from tests.grad.elstm_reference import elstm_loop, random_problem
 
 

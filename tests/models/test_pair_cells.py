@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtrl_rl.models.cells import make_core
 from rtrl_rl.models.pair_cells import LRULayer, PairTerms, RTULayer
+from rtrl_rl.models.registry import make_core
 
 T, B, I, N = 5, 3, 4, 6
 CELLS = {"rtu": ("rtu", {}), "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}),
