@@ -18,8 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from rtrl_rl.algos import LEARNERS
 from rtrl_rl.errors import ConfigError, unknown_name
 from rtrl_rl.grad import GRADS
-from rtrl_rl.logging import LoggerConfig
 from rtrl_rl.models.registry import CORES
+from rtrl_rl.run_logger import LoggerConfig
 from rtrl_rl.runners import RUNNERS
 
 

@@ -67,15 +67,16 @@ def mut(id_: str, file: str, old: str, new: str, description: str, *tests: str,
 
 
 # Test targets, named once so that re-pointing a mutation is a one-word change.
-# (Before tests/algos/test_learner.py, M01-M05 could only point at the ~100 s learning runs of
+# (Before tests/algos/test_impala.py, M01-M05 could only point at the ~100 s learning runs of
 # tests/runners/test_learning.py, which all five survive.)
-LEARNER_TESTS = "tests/algos/test_learner.py"
+LEARNER_TESTS = "tests/algos/test_impala.py"
 RESUME = "tests/runners/test_resume.py::test_resume_matches_uninterrupted_run"
 TILING = "tests/runners/test_async.py::test_batches_tile_time_per_stream"
 SIGKILL_WORKER = ("tests/runners/test_async.py::"
                   "test_sigkilled_worker_is_restarted_with_fresh_streams")
 GUARDS, FAULTS = "tests/runners/test_run_guards.py", "tests/runners/test_checkpoint_faults.py"
-LEARNER, ACTOR, AGENT = "rtrl_rl/algos/learner.py", "rtrl_rl/runners/actor.py", \
+LEARNER_BASE = "rtrl_rl/algos/learner.py"
+LEARNER, ACTOR, AGENT = "rtrl_rl/algos/impala.py", "rtrl_rl/runners/actor.py", \
     "rtrl_rl/models/agent.py"
 ASYNC = "rtrl_rl/runners/async_runner.py"
 INFER = "rtrl_rl/runners/inference.py"
@@ -103,7 +104,8 @@ MUTATIONS: list[Mutation] = [
     mut("M04", AGENT, "parts.append((self.clip_reward(reward.to(feats.dtype)) * keep)",
         "parts.append((self.clip_reward(reward.to(feats.dtype)))",
         "previous reward not zeroed at an episode start", "tests/models/test_agent.py"),
-    mut("M05", LEARNER, "clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, grad_norm)",
+    mut("M05", LEARNER_BASE,
+        "clip_grads_with_norm_(self.params, self.cfg.max_grad_norm, grad_norm)",
         'clip_grads_with_norm_(self.params, float("inf"), grad_norm)',
         "grad-norm clipping disabled (infinite max norm)", LEARNER_TESTS),
     Mutation("M06", "/255 pixel scaling removed from both CNN stems (ImpalaResNet, NatureCNN)",
@@ -149,9 +151,10 @@ MUTATIONS: list[Mutation] = [
         "pg_rhos * (rewards + discounts * values_tp1 - values)",
         "V-trace: advantages bootstrap from V(x_t+1) instead of v_t+1",
         "tests/algos/test_vtrace.py"),
-    mut("A3", "rtrl_rl/algos/losses.py", "base + entropy_cost * ent", "base - entropy_cost * ent",
+    mut("A3", "rtrl_rl/algos/impala_losses.py", "base + entropy_cost * ent",
+        "base - entropy_cost * ent",
         "IMPALA loss: entropy term with the wrong sign (entropy penalised)",
-        "tests/algos/test_losses.py"),
+        "tests/algos/test_impala_losses.py"),
     # Our own: runners/
     mut("R1", ACTOR, "v[0] = v[-1]", "v[0] = v[-2]",
         "actor: entry T-1 instead of T carried over as the next rollout's entry 0", TILING),
@@ -174,7 +177,7 @@ MUTATIONS: list[Mutation] = [
         "run_dir lock taken shared: two runs may own one directory", GUARDS),
     mut("F4", "rtrl_rl/resume.py", "fatal = [pair(k) for k in changed if _must_match(k)]",
         "fatal = []", "resume accepts changed shape/state keys", GUARDS),
-    mut("F5", LEARNER, "            group.update(hyper)\n", "",
+    mut("F5", LEARNER_BASE, "            group.update(hyper)\n", "",
         "resume keeps the checkpoint's optimizer hyperparameters over the config's", GUARDS),
     mut("F6", "rtrl_rl/runners/loop.py", "            if final:\n                raise",
         "            if True:\n                raise",

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from rtrl_rl.algos.learner import Learner, LearnerBase
+from rtrl_rl.algos.impala import ImpalaLearner
+from rtrl_rl.algos.learner import LearnerBase
 from rtrl_rl.algos.ppo import PPOLearner
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.agent import Agent
 
-LEARNERS: dict[str, type[LearnerBase]] = {"impala": Learner, "ppo": PPOLearner}
+#: ``algo.name`` -> learner class; adding a learner is its module and one entry here.
+LEARNERS: dict[str, type[LearnerBase]] = {"impala": ImpalaLearner, "ppo": PPOLearner}
 
 
 def make_learner(agent: Agent, grad: TemporalGrad, cfg, total_updates: int,

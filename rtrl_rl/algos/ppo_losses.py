@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from rtrl_rl.algos.losses import LossTerms, Reduction, _reduce, entropy_loss
+from rtrl_rl.algos.impala_losses import LossTerms, Reduction, _reduce, entropy_loss
 
 __all__ = ["clipped_surrogate_loss", "clipped_value_loss", "gae", "normalize_advantages",
            "ppo_loss"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rtrl_rl.bench.suite import RunSpec
-from rtrl_rl.logging import write_atomic
+from rtrl_rl.run_logger import write_atomic
 
 STATE = "bench_run.json"
 LOG = "train.log"

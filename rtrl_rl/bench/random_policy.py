@@ -15,7 +15,7 @@ import torch
 
 from rtrl_rl.envs import make_env
 from rtrl_rl.envs.base import ActionSpec
-from rtrl_rl.logging import write_atomic
+from rtrl_rl.run_logger import write_atomic
 
 
 def random_actions(spec: ActionSpec, num_envs: int, rng: np.random.Generator) -> torch.Tensor:

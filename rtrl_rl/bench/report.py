@@ -37,7 +37,7 @@ from rtrl_rl.compare import (
     final_value,
     iqm_with_ci,
 )
-from rtrl_rl.logging import write_atomic
+from rtrl_rl.run_logger import write_atomic
 from rtrl_rl.sweep import Run, load_run
 
 METRIC = "return_mean"

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rtrl_rl.config import one_line
 from rtrl_rl.errors import ConfigError, unknown_name
-from rtrl_rl.logging import write_atomic
+from rtrl_rl.run_logger import write_atomic
 
 MANIFEST = "suite.json"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")

@@ -123,7 +123,7 @@ def run(cfg: CopyConfig) -> dict[str, Any]:
     ``run_dir`` the files of the module doc, with ``json`` the full result there too, and
     the result without its history as the last stdout line. Returns the full result."""
     from rtrl_rl.diagnostics.copy_task import print_progress, train
-    from rtrl_rl.logging import LoggerConfig, RunLogger
+    from rtrl_rl.run_logger import LoggerConfig, RunLogger
 
     logger = None
     if cfg.run_dir:

@@ -36,11 +36,11 @@ from rtrl_rl.config import TrainConfig, to_dict
 from rtrl_rl.envs import make_env
 from rtrl_rl.errors import ConfigError, EnvDataError, TrainingDiverged
 from rtrl_rl.grad import make_grad, sensitivity_pass
-from rtrl_rl.logging import RunLogger
 from rtrl_rl.malloc import keep_freed_memory
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
 from rtrl_rl.run_dir import RunDirLock
+from rtrl_rl.run_logger import RunLogger
 from rtrl_rl.runners import RUNNERS
 from rtrl_rl.runners.distributed import Collective, Ranks, rank_config
 

@@ -20,7 +20,7 @@ from rtrl_rl.config import AlgoConfig, RunnerConfig, TrainConfig
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import make_grad
 from rtrl_rl.rollout import Rollout
-from tests.algos.test_learner import F64, T, _agent, _rollout
+from tests.algos.test_impala import F64, T, _agent, _rollout
 
 B4 = 4
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from rtrl_rl.algos.learner import Learner
+from rtrl_rl.algos.impala import ImpalaLearner
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
@@ -52,7 +52,7 @@ def _alive(pids):
 def test_batches_tile_time_per_stream(tmp_path, inference):
     cfg, agent, runner = _build(tmp_path, None, inference)
     grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
-    learner = Learner(agent, grad, cfg.algo, 100)
+    learner = ImpalaLearner(agent, grad, cfg.algo, 100)
     try:
         prev = None
         for _ in range(4):
@@ -119,7 +119,7 @@ def test_sigkilled_worker_is_restarted_with_fresh_streams(tmp_path, inference):
     (first = 1 at entry 0), act with current weights, and RTRL forgets their sensitivities."""
     cfg, agent, runner = _build(tmp_path, None, inference)
     grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
-    learner = Learner(agent, grad, cfg.algo, 100)
+    learner = ImpalaLearner(agent, grad, cfg.algo, 100)
     try:
         for _ in range(3):
             learner.update(runner.next_rollout(learner.updates)[0])
@@ -177,7 +177,7 @@ def test_partial_batches_take_the_oldest_ready_rollouts(tmp_path, inference):
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     runner = AsyncRunner(cfg, agent, torch.device("cpu"), env.spec, probe_env=env)
     grad = make_grad("rtrl", agent.core, cfg.runner.num_envs)
-    learner = Learner(agent, grad, cfg.algo, 100)
+    learner = ImpalaLearner(agent, grad, cfg.algo, 100)
     last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     seen: dict[int, int] = {}
     try:

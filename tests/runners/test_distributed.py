@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rtrl_rl.algos.learner import Learner
+from rtrl_rl.algos.impala import ImpalaLearner
 from rtrl_rl.checkpoint import latest_checkpoint, load_checkpoint
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
@@ -50,7 +50,7 @@ def _setup(cfg, num_streams: int, combine=None):
     env = make_env(cfg.env, STREAMS, cfg.seed)
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip)
     grad = make_grad(cfg.grad.name, agent.core, num_streams)
-    return env, agent, Learner(agent, grad, cfg.algo, 100, combine_grads=combine)
+    return env, agent, ImpalaLearner(agent, grad, cfg.algo, 100, combine_grads=combine)
 
 
 def _rollouts(cfg, n: int) -> list[Rollout]:

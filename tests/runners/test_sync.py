@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from rtrl_rl.algos.learner import Learner
+from rtrl_rl.algos.impala import ImpalaLearner
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
@@ -33,7 +33,7 @@ def test_rollouts_carry_the_version_they_are_handed(tmp_path):
 
 def test_policy_lag_is_zero_in_a_training_loop(tmp_path):
     cfg, agent, runner = _build(tmp_path)
-    learner = Learner(agent, make_grad("bptt", agent.core, cfg.runner.num_envs), cfg.algo, 10)
+    learner = ImpalaLearner(agent, make_grad("bptt", agent.core, cfg.runner.num_envs), cfg.algo, 10)
     try:
         for k in range(3):
             rollout, _ = runner.next_rollout(learner.updates)

@@ -1,4 +1,4 @@
-"""Learner.update against an independent float64 computation of the IMPALA/V-trace step.
+"""ImpalaLearner.update against an independent float64 computation of the IMPALA/V-trace step.
 
 The reference builds the core input by hand, unrolls a copy of the agent over all ``T + 1``
 entries with plain autograd, computes V-trace with the n-step sum of its definition in
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtrl_rl.algos.learner import Learner
+from rtrl_rl.algos.impala import ImpalaLearner
 from rtrl_rl.config import AlgoConfig, ModelConfig
 from rtrl_rl.envs.base import EnvSpec
 from rtrl_rl.grad import make_grad
@@ -145,7 +145,7 @@ def _update(grad_name: str, cfg: AlgoConfig, total_updates: int = 10):
     before = {k: p.detach().clone() for k, p in agent.named_parameters()}
     ro = _rollout()
     ref = _reference(agent, ro, cfg)
-    learner = Learner(agent, make_grad(grad_name, agent.core, B), cfg, total_updates)
+    learner = ImpalaLearner(agent, make_grad(grad_name, agent.core, B), cfg, total_updates)
     metrics = learner.update(ro)
     return agent, before, ref, metrics
 

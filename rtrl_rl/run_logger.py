@@ -3,8 +3,8 @@
 One ``RunLogger`` per training run writes everything a user needs to watch a run, resume
 it after an interrupt, and compare it with others later (see ``RunLogger`` for the files).
 
-This module is ``rtrl_rl.logging``; ``import logging`` below is the standard library
-(absolute imports), used for warnings about the logging backends themselves.
+``import logging`` below is the standard library, used for warnings about the logging
+backends themselves.
 """
 
 from __future__ import annotations

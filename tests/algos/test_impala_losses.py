@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rtrl_rl.algos import losses
-from rtrl_rl.algos.losses import LossTerms, baseline_loss
+from rtrl_rl.algos import impala_losses as losses
+from rtrl_rl.algos.impala_losses import LossTerms, baseline_loss
 from rtrl_rl.models.policy_dist import Categorical
 
 F64 = torch.float64

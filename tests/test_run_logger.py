@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from rtrl_rl.errors import ConfigError
-from rtrl_rl.logging import LoggerConfig, RunLogger, git_revision
 from rtrl_rl.plotting import plot_learning_curve, read_curve
+from rtrl_rl.run_logger import LoggerConfig, RunLogger, git_revision
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "logger"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -233,7 +233,7 @@ def connect(self, address):
         report(address)
     return real_connect(self, address)
 socket.getaddrinfo, socket.socket.connect = gai, connect
-from rtrl_rl.logging import LoggerConfig, RunLogger
+from rtrl_rl.run_logger import LoggerConfig, RunLogger
 cfg = LoggerConfig(progress="plain", tensorboard=False, plot=False, wandb_mode="offline",
                    wandb_tags=["test"], wandb_group="g")
 with RunLogger(sys.argv[1], cfg, {"lr": 0.1}, total_frames=100, wandb_id="offln123") as lg:
