@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("rtrl_rl", "tests", "configs", "scripts", "pyproject.toml")
+COPIED = ("rtrl_rl", "tests", "configs", "scripts", "pyproject.toml", "README.md")
 PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
 
 
