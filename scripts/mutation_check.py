@@ -79,7 +79,7 @@ LEARNER_BASE = "rtrl_rl/algos/learner.py"
 LEARNER, ACTOR, AGENT = "rtrl_rl/algos/impala.py", "rtrl_rl/runners/actor.py", \
     "rtrl_rl/models/agent.py"
 ASYNC = "rtrl_rl/runners/async_runner.py"
-INFER = "rtrl_rl/runners/inference.py"
+INFER = "rtrl_rl/runners/inference_server.py"
 FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
 DIST, SPACES = "rtrl_rl/models/policy_dist.py", "rtrl_rl/envs/gym_spaces.py"
 PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_cells.py"
@@ -189,7 +189,7 @@ MUTATIONS: list[Mutation] = [
     # Policy inference on the learner's device (the inference process and env-only workers)
     mut("I1", INFER, "for r, t, sl in views if t <= 1]", "for r, t, sl in views if t == 0]",
         "inference: a rollout's core_state is not the state before its entry 0",
-        "tests/runners/test_inference.py"),
+        "tests/runners/test_inference_server.py"),
     mut("I2", INFER, "                self.state[sl] = self.initial[sl]\n", "",
         "inference: a restarted worker's streams keep the dead worker's core state",
         SIGKILL_WORKER + "[learner]"),
@@ -197,24 +197,24 @@ MUTATIONS: list[Mutation] = [
         'CARRIED = ("obs", "reward", "first", "prev_action", "action", "logits")',
         'CARRIED = ("obs", "reward", "first", "prev_action", "logits")',
         "env worker: entry T's action is not carried over to entry 0 of the next rollout",
-        "tests/runners/test_inference.py"),
+        "tests/runners/test_inference_server.py"),
     mut("I4", INFER, "        if self.board.latest != self.version:", "        if False:",
         "inference: acts with the first weights for ever (never reads a newer version)",
         SIGKILL_WORKER + "[learner]"),
     mut("I5", ASYNC, "            why = self.placement.death()\n", "            return\n",
         "async runner: a dead inference process is never restarted",
-        "tests/runners/test_inference.py::test_sigkilled_inference_process_restarts_every"
+        "tests/runners/test_inference_server.py::test_sigkilled_inference_process_restarts_every"
         "_stream", timeout_caught=True),
     mut("I6", INFER, "dev = {name: getattr(r, name)[t] for name in self._staging}",
         "dev = {name: getattr(r, name)[max(t - 1, 0)] for name in self._staging}",
         "inference: one group served alone on the CPU acts on its previous observation",
-        "tests/runners/test_inference.py"),
+        "tests/runners/test_inference_server.py"),
     mut("F11", ASYNC, "self.failed_starts[w] += int(own_failure)",
         "self.failed_starts[w] += 1",
         "async runner: each inference death counts as every worker's own failure",
-        "tests/runners/test_inference.py::test_inference_deaths_do_not_count_as_the_workers"
+        "tests/runners/test_inference_server.py::test_inference_deaths_do_not_count_as_the_workers"
         "_own"),
-    mut("F12", "rtrl_rl/runners/async_worker.py",
+    mut("F12", "rtrl_rl/runners/procs.py",
         "    pin_process(cpus)  # before torch or numba start thread pools, which inherit it\n",
         "", "cpu affinity: worker and inference processes are never pinned",
         "tests/runners/test_affinity.py"),

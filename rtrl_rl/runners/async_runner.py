@@ -40,8 +40,8 @@ from rtrl_rl.envs.guard import COUNTERS, add_counts
 from rtrl_rl.errors import EnvDataError
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners import affinity
-from rtrl_rl.runners.async_worker import alloc_slots
 from rtrl_rl.runners.placement import LearnerInference, WorkerInference
+from rtrl_rl.runners.procs import alloc_slots
 
 log = logging.getLogger(__name__)
 #: A worker that dies this many times in a row without delivering a rollout stops the run.

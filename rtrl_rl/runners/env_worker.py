@@ -10,7 +10,7 @@ buffering). Nothing is pickled per step; the request and the reply are a few byt
 A group whose rollout is complete (entry ``T`` acted on) sends it over the control pipe as
 ``("rollout", group, slot, episodes, -1, env_counts)``, carries entry ``T`` over as entry 0
 of a free slot, and goes on; with no free slot it waits while the other group runs. The control pipe
-is the one the policy-in-worker placement uses (``rtrl_rl.runners.async_worker``).
+is the one the policy-in-worker placement uses (``rtrl_rl.runners.policy_worker``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.envs.guard import take_counts
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, Waiter, guarded, take_messages
-from rtrl_rl.runners.inference import REPLY, REQUEST, SPIN_S
+from rtrl_rl.runners.inference_server import REPLY, REQUEST, SPIN_S
+from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded, take_messages
 
 #: Rollout fields an env group writes; the server writes action, logits, core_state and
 #: policy_version. Entry T of all of them is carried over to entry 0 of the next slot.

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import WorkerHandles, worker_main
 from rtrl_rl.runners.env_worker import EnvWorkerHandles, env_worker_main
-from rtrl_rl.runners.inference import InferenceHandles, inference_main
+from rtrl_rl.runners.inference_server import InferenceHandles, inference_main
+from rtrl_rl.runners.policy_worker import WorkerHandles, worker_main
 from rtrl_rl.runners.weights import WeightBoard
 
 

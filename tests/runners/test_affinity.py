@@ -91,7 +91,7 @@ def test_learner_placement_pins_learner_and_actors_apart_and_restores(tmp_path):
     """auto, inference=learner on the CPU: every thread of the learner on its CPU, the
     workers and the inference process on the others, a SIGKILLed worker's replacement
     too; on close the learner gets its CPUs and thread count back."""
-    from tests.runners.test_inference import _small_learner_runner
+    from tests.runners.test_inference_server import _small_learner_runner
 
     before, threads = set(affinity.available()), torch.get_num_threads()
     plan = make_plan(sorted(before), threads)

@@ -16,7 +16,7 @@ from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.runners.async_runner import STARTUP_S, AsyncRunner
-from rtrl_rl.runners.async_worker import Waiter
+from rtrl_rl.runners.procs import Waiter
 from tests.runners.helpers import make_cfg
 
 ASYNC = ["runner=async", "runner.num_workers=2", "runner.num_envs=4", "runner.unroll=5",

@@ -20,9 +20,9 @@ from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.actor import Actor
 from rtrl_rl.runners.async_runner import AsyncRunner
-from rtrl_rl.runners.async_worker import alloc_slots
 from rtrl_rl.runners.env_worker import EnvGroup
-from rtrl_rl.runners.inference import InferenceServer
+from rtrl_rl.runners.inference_server import InferenceServer
+from rtrl_rl.runners.procs import alloc_slots
 from rtrl_rl.runners.weights import WeightBoard
 from tests.runners.helpers import make_cfg
 from tests.runners.test_actor import ENTRY_FIELDS, ENV, UNROLL, _agent

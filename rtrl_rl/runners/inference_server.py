@@ -33,7 +33,7 @@ import torch
 
 from rtrl_rl.models.traced import traced_step
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.async_worker import LearnerGone, Waiter, guarded
+from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded
 from rtrl_rl.runners.weights import WeightBoard
 
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
