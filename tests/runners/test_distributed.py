@@ -61,14 +61,20 @@ def _rollouts(cfg, n: int) -> list[Rollout]:
     return out
 
 
-def _rank_main(rank: int, port: int, cfg, rollouts: list[Rollout], out: str) -> None:
+def _rank_learner(rank: int, port: int, cfg):
+    """This rank's collective, agent and learner (gradients combined over the ranks)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     coll = Collective(Ranks.from_env(), torch.device("cpu"))
-    per = STREAMS // RANKS
     _, agent, learner = _setup(
-        cfg, per, lambda p: coll.combine_grads(p, cfg.algo.loss_reduction))
+        cfg, STREAMS // RANKS, lambda p: coll.combine_grads(p, cfg.algo.loss_reduction))
+    return coll, agent, learner
+
+
+def _rank_main(rank: int, port: int, cfg, rollouts: list[Rollout], out: str) -> None:
+    coll, agent, learner = _rank_learner(rank, port, cfg)
+    per = STREAMS // RANKS
     if rank == 1:  # a different start on one rank: the broadcast must even it out
         with torch.no_grad():
             next(agent.parameters()).add_(1.0)
@@ -119,13 +125,8 @@ def test_rank_seeds_differ_and_rank_zero_keeps_the_run_seed():
 
 def _rank_skip(rank: int, port: int, cfg, rollouts: list[Rollout], out: str) -> None:
     """Like ``_rank_main``, with a NaN reward in rank 1's second rollout only."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    coll = Collective(Ranks.from_env(), torch.device("cpu"))
+    coll, agent, learner = _rank_learner(rank, port, cfg)
     per = STREAMS // RANKS
-    _, agent, learner = _setup(
-        cfg, per, lambda p: coll.combine_grads(p, cfg.algo.loss_reduction))
     coll.broadcast_module(agent)
     for i, r in enumerate(rollouts):
         part = _streams(r, rank * per, (rank + 1) * per)
