@@ -119,7 +119,7 @@ class CheckedEnv:
     def check_rollout(self, reward: torch.Tensor, obs: torch.Tensor) -> None:
         """Raise ``EnvDataError`` if the rollout's ``reward [T+1, B]`` or float ``obs
         [T+1, B, ...]`` holds a non-finite value; entry ``T`` is the latest step."""
-        if _finite(reward) and (not self._float_obs or _finite(obs)):
+        if self._finite(reward, obs):
             return
         last = reward.shape[0] - 1
         for t in range(last + 1):
@@ -136,6 +136,10 @@ class CheckedEnv:
         out, self._new = self._new, dict.fromkeys(COUNTERS, 0)
         return out
 
+    def _finite(self, reward: torch.Tensor, obs: torch.Tensor) -> bool:
+        """The fast path: the reward and (float) observation sums are finite."""
+        return _finite(reward) and (not self._float_obs or _finite(obs))
+
     def _where(self, stream: int) -> str:
         return f"env {self.label}: stream {self.first_stream + stream}, step {self.steps}"
 
@@ -146,8 +150,7 @@ class CheckedEnv:
                 f"env {self.label}: step {self.steps}: observation has shape "
                 f"{list(obs.shape)} and dtype {obs.dtype}, expected {list(self._obs_shape)} "
                 f"and {self.spec.obs_dtype}")
-        if not self._deferred and not (_finite(ts.reward) and (
-                not self._float_obs or _finite(obs))):
+        if not self._deferred and not self._finite(ts.reward, obs):
             ts = self._repair(ts)
         if self.mode != "error" and bool(ts.done.any()):  # a return summed over a repair
             ts = self._drop_nonfinite_returns(ts)
