@@ -28,3 +28,16 @@ class TrainingDiverged(RuntimeError):
     """Too many updates in a row were skipped for non-finite losses or gradients; the
     message is one line. The run stops with exit 1, its weights those of the last good
     update."""
+
+
+def check(cond: bool, key: str, msg: str) -> None:
+    """Raise ``ConfigError("key: msg")`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def choice(value: str, key: str, choices: Iterable[str]) -> None:
+    """Raise a one-line ``ConfigError`` naming ``key`` unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}: {unknown_name(key, value, choices)}")

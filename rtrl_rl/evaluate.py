@@ -47,7 +47,7 @@ def evaluate(ckpt_path: Path, episodes: int, split: str, num_envs: int, greedy: 
     from rtrl_rl.runners.loop import resolve_device
 
     ckpt = load_checkpoint(ckpt_path, required=("agent", "config"))
-    cfg = validate(ckpt["config"])
+    cfg = validate(ckpt["config"], saved=True)
     dev = resolve_device(device)
     env = make_env(cfg.env, num_envs, seed, split=split)
     if video is not None and not env.spec.is_image:

@@ -29,10 +29,11 @@ MAY_CHANGE = ("model.amp", "model.compile_stem", "env.nonfinite")
 IGNORED = ("resume",)
 #: Keys added after checkpoints were first written, with the value that behaves as before:
 #: a checkpoint whose config lacks one resumes as if it had that value.
-ADDED = {"model.rtu_recurrence": "linear", "model.r_min": 0.9, "model.r_max": 0.999,
-         "model.max_phase": 6.283185307179586, "env.distractors": False,
-         "env.dense_reward": False, "env.wrappers": [],
-         "model.rtu_readout": "relu", "distributed.nproc_per_node": 0, "algo.name": "impala",
+ADDED = {"model.rtu.recurrence": "linear", "model.rtu.readout": "relu",
+         **{f"model.{core}.{k}": v for core in ("rtu", "lru")
+            for k, v in (("r_min", 0.9), ("r_max", 0.999), ("max_phase", 6.283185307179586))},
+         "env.distractors": False, "env.dense_reward": False, "env.wrappers": [],
+         "distributed.nproc_per_node": 0, "algo.name": "impala",
          "algo.epochs": 4, "algo.minibatches": 4, "algo.clip_eps": 0.2,
          "algo.value_clip_eps": 0.2, "algo.gae_lambda": 0.95,
          "algo.normalize_advantages": True,
@@ -110,9 +111,15 @@ def _must_match(key: str) -> bool:
 def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
                         source: Path) -> list[str]:
     """Compare the checkpoint's config with this run's. Returns ``key: old -> new`` for each
-    changed key that will be applied; ``ConfigError`` listing every key that may not change."""
-    old, new = flatten(saved), flatten(current)
+    changed key that will be applied; ``ConfigError`` listing every key that may not change.
+    A config saved by an older version is read in today's layout (``upgrade_saved``); the
+    option blocks of cores other than the run's are not compared."""
+    from rtrl_rl.config import CORE_BLOCKS, upgrade_saved
+
+    old, new = flatten(upgrade_saved(saved)), flatten(current)
     old = {**{k: v for k, v in ADDED.items() if k in new}, **old}
+    idle = tuple(f"model.{b}." for b in CORE_BLOCKS if b != new.get("model.core"))
+    old, new = ({k: v for k, v in d.items() if not k.startswith(idle)} for d in (old, new))
     changed = sorted(k for k in old.keys() | new.keys()
                      if k not in IGNORED and not _same(old.get(k, "<unset>"),
                                                        new.get(k, "<unset>")))

@@ -36,16 +36,27 @@ WANDB_MODES = ("online", "offline", "disabled")
 class LoggerConfig:
     """Options of the ``logger`` config group (``configs/logger/*.yaml``)."""
 
-    progress: str = "auto"  # auto: rich bar on a TTY, plain lines otherwise
-    log_interval_s: float = 10.0  # period of plain progress lines
+    progress: str = "auto"
+    """``auto`` (a ``rich`` progress bar on a TTY, ``plain`` lines otherwise), ``rich``,
+    ``plain`` or ``none``."""
+    log_interval_s: float = 10.0
+    """Seconds between plain progress lines."""
     tensorboard: bool = True
+    """Write TensorBoard event files under ``run_dir/tb``."""
     csv: bool = True
+    """Write ``run_dir/metrics.csv``."""
     wandb_mode: str = "disabled"
+    """Weights & Biases: ``disabled``, ``online`` or ``offline``."""
     wandb_project: str = "rtrl_rl"
+    """W&B project."""
     wandb_entity: str | None = None
+    """W&B entity (team or user; none: your default)."""
     wandb_group: str | None = None
+    """W&B group (a multirun sets it to its sweep's directory name)."""
     wandb_tags: list[str] = field(default_factory=list)
-    plot: bool = True  # learning_curve.png at close
+    """W&B tags."""
+    plot: bool = True
+    """Draw ``run_dir/learning_curve.png`` when the run closes."""
 
     def __post_init__(self) -> None:
         def bad(key: str, want: str) -> ConfigError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -48,18 +49,28 @@ def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
     return cfg
 
 
+def _choices(overrides: list[str]) -> dict[str, str]:
+    """The learner and runner the command line picks (``algo=ppo`` -> ``{"algo": "ppo"}``)."""
+    return {k: v for k, _, v in (o.partition("=") for o in overrides)
+            if k in ("algo", "runner") and v}
+
+
 def precheck(overrides: list[str]) -> None:
     """Compose and validate the config a single run would get; exit 2 with one line if bad."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from rtrl_rl.config import validate
+    from rtrl_rl.config import misplaced, validate
 
     try:
         validate(compose_config(overrides, "precheck"))
     except ConfigError as e:
         _fail(str(e))
     except (HydraException, OmegaConfBaseException) as e:
+        key = re.search(r"Could not override '([^']+)'", str(e))
+        why = key and misplaced(key.group(1), _choices(overrides))
+        if why:
+            _fail(why)
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         lines = [ln for ln in lines[:12] if not ln.startswith(("Config search path", "provider="))]
         _fail(" ".join(lines[:12]) if lines else type(e).__name__)
@@ -120,6 +131,11 @@ def _as_rank(args: list[str]) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args in (["--help"], ["-h"]):  # the options with their docs; Hydra's own: --hydra-help
+        from rtrl_rl.config_help import help_text
+
+        print(help_text())
+        return
     _as_rank(args)
     multirun = any(a in ("-m", "--multirun") for a in args)
     if not multirun and not any(a.startswith("-") for a in args):

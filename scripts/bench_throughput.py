@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rtrl_rl.envs import make_env  # noqa: E402
+from rtrl_rl.runners.runner_config import AsyncRunnerConfig  # noqa: E402
 
 #: name -> (experiment preset, env overrides, env config for the ceiling)
 ENVS = {
@@ -130,15 +131,16 @@ def train_row(preset: str, overrides: list[str], updates: int) -> dict:
 
     fps = float(last["fps"])
     rc = typed.runner
-    pinned = affinity.wanted(rc.cpu_affinity, rc.kind, rc.inference,
-                             resolve_device(typed.device).type)
+    workers = isinstance(rc, AsyncRunnerConfig)
+    pinned = workers and affinity.wanted(rc.cpu_affinity, rc.kind, rc.inference,
+                                         resolve_device(typed.device).type)
     return {"frames_per_s": fps, "updates_per_s": fps / frames_per_update,
             "cpu_affinity": pinned,
             "policy_lag": mean("policy_lag"),
             "inference_batch_mean": mean("inference_batch_mean"),
-            "inference": typed.runner.inference if typed.runner.kind == "async" else "-",
-            "num_envs": typed.runner.num_envs, "streams_per_batch": typed.runner.streams_per_batch,
-            "unroll": typed.runner.unroll, "workers": typed.runner.num_workers}
+            "inference": rc.inference if workers else "-",
+            "num_envs": rc.num_envs, "streams_per_batch": rc.streams_per_batch,
+            "unroll": rc.unroll, "workers": rc.num_workers if workers else "-"}
 
 
 def main() -> None:
@@ -195,8 +197,9 @@ def main() -> None:
         settings = [(r, i, g) for r, i in placements for g in args.grads.split(",")]
         # in turns, so that every setting sees the same drift of a shared machine
         for rnd, (runner, inference, grad) in ((k, s) for k in range(rounds) for s in settings):
-            mine = [o for o in sizes if not (resized and runner == "sync"
-                                             and o.startswith("runner.num_envs="))]
+            mine = [o for o in sizes if not (runner == "sync" and (
+                o.startswith("runner.num_workers=")
+                or (resized and o.startswith("runner.num_envs="))))]
             over = [f"device={args.device}", "runner.total_frames=1000000000", *mine,
                     *env_over, f"runner={runner}", f"grad={grad}"]
             if runner == "async":

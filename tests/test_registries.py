@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from rtrl_rl.algos import LEARNERS
-from rtrl_rl.config import AlgoConfig, GradConfig, ModelConfig, RunnerConfig
+from rtrl_rl.algos.learner import LearnerConfig
+from rtrl_rl.config import GradConfig, ModelConfig
 from rtrl_rl.envs import FAMILIES, parse_env_config
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import GRADS
 from rtrl_rl.models.registry import CORES, rtrl_cores
 from rtrl_rl.runners import RUNNERS
+from rtrl_rl.runners.runner_config import RunnerConfig
 from rtrl_rl.train import precheck
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -30,7 +32,7 @@ def choices(make) -> set[str]:
 @pytest.mark.parametrize("make, registry", [
     (lambda v: ModelConfig(core=v), CORES),
     (lambda v: GradConfig(name=v), GRADS),
-    (lambda v: AlgoConfig(name=v), LEARNERS),
+    (lambda v: LearnerConfig(name=v), LEARNERS),
     (lambda v: RunnerConfig(kind=v), RUNNERS),
     (lambda v: parse_env_config({"family": v}), FAMILIES),
 ])

@@ -169,7 +169,8 @@ def test_both_presets_compose_together():
 def test_memory_scan_preset_budgets(delay, frames, forget_bias):
     cfg = composed("experiment=memory_scan", f"env.delay={delay}")
     assert cfg.runner.total_frames == frames
-    assert cfg.model.forget_bias == pytest.approx(forget_bias)
+    assert cfg.model.elstm.forget_bias == pytest.approx(forget_bias)
+    assert cfg.model.lstm.forget_bias == pytest.approx(forget_bias)
     params = cfg.hydra.sweeper.params
     assert params.method == "rtrl_t10,bptt_t10,bptt_t100" and params.seed == "0,1,2"
 

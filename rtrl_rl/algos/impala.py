@@ -7,16 +7,38 @@ what ``loss.backward()`` sends to the recurrent parameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rtrl_rl.algos.impala_losses import impala_loss
-from rtrl_rl.algos.learner import LearnerBase
+from rtrl_rl.algos.learner import LearnerBase, LearnerConfig
 from rtrl_rl.algos.vtrace import vtrace
+from rtrl_rl.errors import check
 from rtrl_rl.rollout import Rollout
+
+
+@dataclass
+class ImpalaConfig(LearnerConfig):
+    """IMPALA / V-trace; the defaults are the reference (R2AC) settings."""
+
+    clip_rho: float = 1.0
+    """V-trace's truncation of the importance weights in the value targets (rho-bar)."""
+    clip_pg_rho: float = 1.0
+    """Truncation of the importance weights in the policy-gradient advantages."""
+    vtrace_lambda: float = 1.0
+    """V-trace's lambda: mixes one-step and multi-step targets (1: the paper's V-trace)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.vtrace_lambda <= 1.0, "algo.vtrace_lambda", "must be in (0, 1]")
 
 
 class ImpalaLearner(LearnerBase):
     """IMPALA: re-unroll the agent over the rollout, V-trace, one optimizer step."""
+
+    config = ImpalaConfig
+    cfg: ImpalaConfig
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
         """One step on the rollout (see ``LearnerBase.update``)."""

@@ -12,12 +12,15 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from rtrl_rl.algos.guard import SkipCounter, first_nonfinite, poison_if_nonfinite
 from rtrl_rl.checkpoint import load_optimizer_state
+from rtrl_rl.errors import check, choice
 from rtrl_rl.grad.base import TemporalGrad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
@@ -25,8 +28,68 @@ from rtrl_rl.rollout import Rollout
 log = logging.getLogger(__name__)
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """``cfg``: an ``AlgoConfig``. RMSProp as in IMPALA (alpha 0.99, eps 0.01) or Adam."""
+@dataclass
+class LearnerConfig:
+    """Options every learner has: the optimizer, its schedule, the loss weights, the data."""
+
+    name: str = "impala"
+    """The learner (``rtrl_rl.algos.LEARNERS``); selects the rest of this group's fields."""
+    optimizer: str = "rmsprop"
+    """``rmsprop`` (IMPALA's) or ``adam``."""
+    lr: float = 6e-4
+    """Initial learning rate."""
+    lr_decay: str = "linear"
+    """``linear``: to 0 at ``runner.total_frames``; ``none``: constant."""
+    rms_alpha: float = 0.99
+    """RMSProp's smoothing constant."""
+    rms_eps: float = 0.01
+    """RMSProp's epsilon (IMPALA's 0.01 assumes losses summed over ``[T, B]``)."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's betas."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon."""
+    max_grad_norm: float = 40.0
+    """Clip the global gradient norm to this."""
+    entropy_cost: float = 0.01
+    """Weight of the entropy bonus."""
+    baseline_cost: float = 0.5
+    """Weight of the value loss."""
+    discount: float = 0.99
+    """Discount gamma."""
+    reward_clip: float = 1.0
+    """Clip rewards to ``[-c, c]`` (0: off); the agent's previous-reward input is clipped too."""
+    loss_reduction: str = "sum"
+    """``sum`` over ``[T, B]`` (torchbeast's and the reference agent's) or ``mean``."""
+    max_skipped_updates: int = 10
+    """An update whose loss or gradient is not finite is skipped; this many in a row stop
+    the run (exit 1) with the weights of the last good update."""
+
+    def __post_init__(self) -> None:
+        from rtrl_rl.algos import LEARNERS
+
+        choice(self.name, "algo.name", tuple(LEARNERS))
+        check(LEARNERS[self.name].config is type(self), "algo.name",
+              f"'{self.name}' takes {LEARNERS[self.name].config.__name__}, "
+              f"not {type(self).__name__}")
+        check(self.max_skipped_updates >= 1, "algo.max_skipped_updates", "must be >= 1")
+        choice(self.loss_reduction, "algo.loss_reduction", ("sum", "mean"))
+        choice(self.optimizer, "algo.optimizer", ("rmsprop", "adam"))
+        choice(self.lr_decay, "algo.lr_decay", ("linear", "none"))
+        check(self.lr > 0, "algo.lr", f"must be > 0, got {self.lr}")
+        check(0.0 <= self.discount <= 1.0, "algo.discount",
+              f"must be in [0, 1], got {self.discount}")
+        check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
+        check(self.reward_clip >= 0, "algo.reward_clip", "must be >= 0")
+        check(self.entropy_cost >= 0, "algo.entropy_cost", "must be >= 0")
+        check(self.baseline_cost >= 0, "algo.baseline_cost", "must be >= 0")
+
+    def check_batch(self, streams: int) -> None:
+        """Raise a one-line ``ConfigError`` if a learner batch of ``streams`` streams does
+        not suit this learner."""
+
+
+def make_optimizer(params, cfg: LearnerConfig) -> torch.optim.Optimizer:
+    """``cfg``: the learner's config. RMSProp as in IMPALA (alpha 0.99, eps 0.01) or Adam."""
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
@@ -41,7 +104,10 @@ class LearnerBase(ABC):
     """Owns the optimizer and LR schedule (one schedule step per rollout); subclasses
     implement ``update(rollout)``, which returns scalar metrics."""
 
-    def __init__(self, agent: Agent, grad: TemporalGrad, cfg, total_updates: int,
+    #: The learner's config dataclass (the ``algo`` group when ``algo.name`` names it).
+    config: ClassVar[type[LearnerConfig]] = LearnerConfig
+
+    def __init__(self, agent: Agent, grad: TemporalGrad, cfg: LearnerConfig, total_updates: int,
                  combine_grads: Callable[[list[nn.Parameter]], None] | None = None) -> None:
         """``combine_grads``: called on the parameters after ``backward`` and before the
         norm clip, to merge gradients computed elsewhere (other ranks) into ``.grad``."""

@@ -22,15 +22,53 @@ the carried states.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rtrl_rl.algos.learner import LearnerBase
+from rtrl_rl.algos.learner import LearnerBase, LearnerConfig
 from rtrl_rl.algos.ppo_losses import gae, normalize_advantages, ppo_loss
+from rtrl_rl.errors import check
 from rtrl_rl.rollout import Rollout
+
+
+@dataclass
+class PPOConfig(LearnerConfig):
+    """Recurrent PPO (clipped surrogate, GAE), minibatches of whole streams."""
+
+    name: str = "ppo"
+    """The learner (``rtrl_rl.algos.LEARNERS``); selects the rest of this group's fields."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Each pass splits the batch's streams into this many minibatches (it must divide them)."""
+    clip_eps: float = 0.2
+    """Surrogate clipping range epsilon."""
+    value_clip_eps: float = 0.2
+    """Value clipping range (0: no value clipping)."""
+    gae_lambda: float = 0.95
+    """GAE's lambda."""
+    normalize_advantages: bool = True
+    """Normalize the advantages per minibatch."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.epochs >= 1, "algo.epochs", "must be >= 1")
+        check(self.minibatches >= 1, "algo.minibatches", "must be >= 1")
+        check(self.clip_eps > 0, "algo.clip_eps", "must be > 0")
+        check(self.value_clip_eps >= 0, "algo.value_clip_eps", "must be >= 0 (0: off)")
+        check(0.0 <= self.gae_lambda <= 1.0, "algo.gae_lambda", "must be in [0, 1]")
+
+    def check_batch(self, streams: int) -> None:
+        check(streams % self.minibatches == 0, "algo.minibatches",
+              f"({self.minibatches}) must divide the {streams} streams of a learner batch")
 
 
 class PPOLearner(LearnerBase):
     """``update(rollout)``: steps 1-3 above; metrics are averages over the minibatches."""
+
+    config = PPOConfig
+    cfg: PPOConfig
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:
         cfg, agent, grad = self.cfg, self.agent, self.grad

@@ -50,7 +50,9 @@ def _require(cond: bool, key: str, msg: str) -> None:
 class EnvOptions:
     """The options every family shares."""
 
-    nonfinite: str = "error"  # a non-finite reward or observation: error | zero | reset
+    nonfinite: str = "error"
+    """A non-finite reward or float observation: ``error`` (save, then exit 2), ``zero``
+    (zero the bad entries) or ``reset`` (end that stream's episode)."""
 
     def __post_init__(self) -> None:
         if self.nonfinite not in NONFINITE_MODES:
@@ -63,17 +65,28 @@ class AtariConfig(EnvOptions):
     """ALE through its native vectorized backend. Defaults are the reference settings."""
 
     family: ClassVar[str] = "atari"
-    game: str = "pong"  # snake_case ROM id, e.g. ms_pacman
-    frameskip: int = 4  # action repeat; max-pool over the last two frames
+    game: str = "pong"
+    """ROM id in snake_case, e.g. ``ms_pacman``."""
+    frameskip: int = 4
+    """Action repeat; frames are max-pooled over the last two."""
     frame_stack: int = 4
-    frame_size: int = 84  # square grayscale frames
-    noop_max: int = 30  # up to this many no-op frames (not agent steps) at each reset
-    sticky_actions: float = 0.0  # repeat_action_probability (Machado et al. use 0.25)
-    full_action_space: bool = False  # False: the game's minimal action set
-    episodic_life: bool = False  # a life loss starts a new learner episode (see atari.py)
-    fire_reset: bool = True  # press FIRE after a reset in games that need it
-    max_episode_frames: int = 108_000  # truncate episodes (emulator frames; 30 min at 60 Hz)
-    num_threads: int = 0  # backend worker threads; 0 = one per CPU core
+    """Frames stacked into one observation."""
+    frame_size: int = 84
+    """Side of the square grayscale frames."""
+    noop_max: int = 30
+    """Up to this many no-op frames (not agent steps) at each reset."""
+    sticky_actions: float = 0.0
+    """``repeat_action_probability`` (Machado et al. use 0.25)."""
+    full_action_space: bool = False
+    """All 18 actions (false: the game's minimal action set)."""
+    episodic_life: bool = False
+    """A life loss starts a new learner episode (see ``envs/atari.py``)."""
+    fire_reset: bool = True
+    """Press FIRE after a reset in games that need it."""
+    max_episode_frames: int = 108_000
+    """Truncate episodes after this many emulator frames (30 minutes at 60 Hz)."""
+    num_threads: int = 0
+    """Backend worker threads (0: one per CPU core)."""
 
     def check(self) -> None:
         from ale_py import roms
@@ -100,15 +113,26 @@ class ProcgenConfig(EnvOptions):
 
     family: ClassVar[str] = "procgen"
     game: str = "coinrun"
-    distribution_mode: str = "hard"  # easy | hard | extreme | memory | exploration
+    """The ProcGen game."""
+    distribution_mode: str = "hard"
+    """``easy``, ``hard``, ``extreme``, ``memory`` or ``exploration`` (not every game has
+    every mode)."""
     num_levels: int = 500
+    """Training levels (0: all levels)."""
     start_level: int = 0
+    """First training level."""
     eval_start_level: int | None = None
+    """First level of the eval split (default: the first after the training range)."""
     eval_num_levels: int = 0
-    num_threads: int = 0  # backend stepping threads; 0 = step in the calling thread
+    """Levels in the eval split (0: every level from ``eval_start_level`` upward)."""
+    num_threads: int = 0
+    """Backend stepping threads (0: step in the calling thread)."""
     use_backgrounds: bool = True
+    """ProcGen's background images."""
     center_agent: bool = True
+    """Center the view on the agent."""
     paint_vel_info: bool = False
+    """Paint velocity information into the frame."""
 
     def check(self) -> None:
         if self.game not in PROCGEN_GAMES:
@@ -149,10 +173,15 @@ class GymConfig(EnvOptions):
 
     family: ClassVar[str] = "gym"
     id: str = "CartPole-v1"
-    vectorization: str = "sync"  # sync | async (one worker process per stream)
-    max_episode_steps: int | None = None  # override the registered time limit
-    make_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
-    wrappers: list[Any] = field(default_factory=list)  # Hydra specs, applied in order
+    """A registered gymnasium id; ``module:EnvId`` imports ``module`` first."""
+    vectorization: str = "sync"
+    """``sync`` (one process) or ``async`` (one worker process per stream)."""
+    max_episode_steps: int | None = None
+    """Override the registered time limit."""
+    make_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``gymnasium.make``."""
+    wrappers: list[Any] = field(default_factory=list)
+    """Hydra specs (``_target_``: a wrapper class) applied in order."""
 
     def check(self) -> None:
         import gymnasium
@@ -207,11 +236,17 @@ class DelayedRecallConfig(EnvOptions):
 
     family: ClassVar[str] = "delayed_recall"
     num_cues: int = 4
+    """Cues K to choose from (the actions)."""
     delay: int = 30
+    """Blank steps D between the cue and the query."""
     delay_max: int | None = None
+    """If set, each episode's delay is uniform in ``[delay, delay_max]``."""
     distractors: bool = False
+    """Random cue-like observations instead of blanks during the delay."""
     dense_reward: bool = False
+    """Score every action, ``1 / (D + 2)`` each, instead of only the answer."""
     cue_flag: bool = False
+    """An input column marking the cue step."""
 
     def check(self) -> None:
         _require(self.num_cues >= 2, "num_cues", f"must be >= 2, got {self.num_cues}")

@@ -43,10 +43,8 @@ class Agent(nn.Module):
         self.stem = make_obs_stem(cfg, stem_spec)
         in_size = (self.stem.out_dim + int(cfg.prev_reward) + int(self.first_in_core)
                    + cfg.prev_action * self.dist.feature_size)
-        self.core: Core = make_core(
-            cfg.core, in_size, cfg.hidden_size, cfg.layers, cfg.forget_bias,
-            recurrence=cfg.rtu_recurrence, rtu_readout=cfg.rtu_readout, r_min=cfg.r_min,
-            r_max=cfg.r_max, max_phase=cfg.max_phase)
+        self.core: Core = make_core(cfg.core, in_size, cfg.hidden_size, cfg.layers,
+                                    **cfg.core_options())
         self.head = PolicyValueHead(self.core.output_size, self.dist.head_size)
         self.amp = getattr(cfg, "amp", "none")
         self.compile_stem = bool(getattr(cfg, "compile_stem", False))

@@ -15,9 +15,12 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from rtrl_rl.models.options import CoreOptions
 
 
 @dataclass
@@ -184,6 +187,8 @@ class Core(nn.Module, ABC):
     #: True when the recurrence is element-wise, so exact RTRL is tractable.
     elementwise: bool = False
     name: str = "core"
+    #: The dataclass of the core's own options (``model.<name>``), passed to ``__init__``.
+    options: ClassVar[type[CoreOptions]] = CoreOptions
 
     def initial_state(
         self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
@@ -220,10 +225,19 @@ class LayerStack(Core):
         return out, torch.cat(finals, -1)
 
 
+@dataclass
+class GateOptions(CoreOptions):
+    """The eLSTM's and the LSTM's options."""
+
+    forget_bias: float = 1.0
+    """Initial forget-gate bias ``b_f``: larger keeps the cell longer at initialization."""
+
+
 class ELSTM(LayerStack):
     """Stacked eLSTM; state ``[B, L * N]`` holds each layer's cell ``c``."""
 
     name = "elstm"
+    options = GateOptions
 
     def __init__(
         self, input_size: int, hidden_size: int, layers: int = 1, forget_bias: float = 1.0
@@ -246,6 +260,7 @@ class LSTM(Core):
     """
 
     name = "lstm"
+    options = GateOptions
 
     def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
                  forget_bias: float = 1.0) -> None:
@@ -291,8 +306,7 @@ class FeedForward(Core):
     name = "none"
     layers: nn.ModuleList
 
-    def __init__(self, input_size: int, hidden_size: int = 0, layers: int = 0,
-                 forget_bias: float = 0.0) -> None:
+    def __init__(self, input_size: int, hidden_size: int = 0, layers: int = 0) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
         self.state_size = 0

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtrl_rl.errors import check, choice
 from rtrl_rl.models.cells import LayerStack
+from rtrl_rl.models.options import CoreOptions
 
 
 @dataclass
@@ -260,8 +262,44 @@ class PairCore(LayerStack):
         self.output_size = layers[-1].output_size
 
 
+@dataclass
+class RingOptions(CoreOptions):
+    """The LRU's options: the ring the initial eigenvalues are drawn from."""
+
+    r_min: float = 0.9
+    """Smallest initial eigenvalue modulus; ``|lambda|^2`` is uniform on
+    ``[r_min^2, r_max^2]``."""
+    r_max: float = 0.999
+    """Largest initial eigenvalue modulus (close to 1: long memory)."""
+    max_phase: float = 2 * math.pi
+    """Initial phases ``theta`` are uniform on ``(0, max_phase]``."""
+
+    def check(self) -> None:
+        check(0.0 <= self.r_min < self.r_max <= 1.0, "r_min",
+              f"need 0 <= r_min < r_max <= 1, got {self.r_min}, {self.r_max}")
+        check(self.max_phase > 0, "max_phase", f"must be > 0, got {self.max_phase}")
+
+
+@dataclass
+class RTUOptions(RingOptions):
+    """The RTU's options: its recurrence, its readout and the initial eigenvalue ring."""
+
+    recurrence: str = "linear"
+    """``linear`` (``c_t = pre_t``, output ``relu(c_t)``) or ``nonlinear`` (``c_t =
+    relu(pre_t)``)."""
+    readout: str = "relu"
+    """``relu``: the output above; ``gelu``: the state through the LRU's readout layer,
+    ``gelu(W_y c + b_y)``."""
+
+    def check(self) -> None:
+        super().check()
+        choice(self.recurrence, "recurrence", ("linear", "nonlinear"))
+        choice(self.readout, "readout", ("relu", "gelu"))
+
+
 class RTU(PairCore):
     name = "rtu"
+    options = RTUOptions
 
     def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
                  recurrence: str = "linear", readout: str = "relu", **ring: float) -> None:
@@ -274,6 +312,7 @@ class RTU(PairCore):
 
 class LRU(PairCore):
     name = "lru"
+    options = RingOptions
 
     def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
                  **ring: float) -> None:

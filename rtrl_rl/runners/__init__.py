@@ -1,8 +1,25 @@
-"""Runners: how rollouts are collected. ``RUNNERS`` maps ``runner.kind`` to a builder
-``(cfg, agent, device, env) -> runner``; each imports its module when called, so that
-naming the kinds costs no import of the async machinery."""
+"""Runners: how rollouts are collected. ``RUNNERS`` maps ``runner.kind`` to its builder
+``(cfg, agent, device, env) -> runner`` and its config dataclass; each builder imports its
+module when called, so that naming the kinds costs no import of the async machinery."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rtrl_rl.runners.runner_config import AsyncRunnerConfig, RunnerConfig
+
+
+@dataclass(frozen=True)
+class RunnerKind:
+    """A runner: how to build it and the dataclass of its options (the ``runner`` group)."""
+
+    build: Callable[..., Any]
+    config: type[RunnerConfig]
+
+    def __call__(self, cfg, agent, device, env) -> Any:
+        return self.build(cfg, agent, device, env)
 
 
 def _sync(cfg, agent, device, env):
@@ -17,6 +34,7 @@ def _async(cfg, agent, device, env):
     return AsyncRunner(cfg, agent, device, spec=env.spec, probe_env=env)
 
 
-#: ``runner.kind`` -> builder. The sync runner steps the envs between updates in the learner
+#: ``runner.kind`` -> runner. The sync runner steps the envs between updates in the learner
 #: process; the async one in worker processes (``async_runner.py``).
-RUNNERS = {"sync": _sync, "async": _async}
+RUNNERS: dict[str, RunnerKind] = {"sync": RunnerKind(_sync, RunnerConfig),
+                                  "async": RunnerKind(_async, AsyncRunnerConfig)}

@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 
 from rtrl_rl.config import TrainConfig
-from rtrl_rl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -72,18 +71,9 @@ def rank_config(cfg: TrainConfig, ranks: Ranks) -> TrainConfig:
     """This rank's share of the job: ``runner.num_envs`` (and ``runner.batch_size``) are the
     job's totals, split evenly, so a job learns the same on any number of ranks; envs and
     action samples use the rank's seed. Raises a one-line ``ConfigError``."""
-    w, rc = ranks.world_size, cfg.runner
-    if w == 1:
+    if ranks.world_size == 1:
         return cfg
-    for key, n in (("num_envs", rc.num_envs), ("batch_size", rc.batch_size)):
-        if n % w:
-            raise ConfigError(f"runner.{key} ({n}) must be divisible by the world size ({w}):"
-                              f" each rank takes runner.{key} / {w} of the job's streams")
-    try:
-        runner = replace(rc, num_envs=rc.num_envs // w, batch_size=rc.batch_size // w)
-    except ConfigError as e:
-        raise ConfigError(f"with {w} ranks ({rc.num_envs // w} streams each): {e}") from None
-    return replace(cfg, seed=ranks.seed(cfg.seed), runner=runner)
+    return replace(cfg, seed=ranks.seed(cfg.seed), runner=cfg.runner.split(ranks.world_size))
 
 
 class Collective:

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from rtrl_rl.algos import make_learner
+from rtrl_rl.algos import LEARNERS, make_learner
 from rtrl_rl.algos.guard import first_nonfinite
-from rtrl_rl.config import AlgoConfig, ModelConfig
+from rtrl_rl.config import ModelConfig
 from rtrl_rl.envs.base import EnvSpec
 from rtrl_rl.errors import TrainingDiverged
 from rtrl_rl.grad import make_grad
@@ -27,8 +27,8 @@ def build(algo: str = "impala", grad: str = "rtrl", **algo_kw):
     spec = EnvSpec(obs_shape=(OBS,), obs_dtype=torch.float32, num_actions=A, num_envs=B)
     agent = Agent(spec, ModelConfig(stem="mlp", stem_hidden=[8], core="elstm", hidden_size=4),
                   reward_clip=0.0)
-    cfg = AlgoConfig(name=algo, optimizer="adam", lr=1e-2, epochs=1, minibatches=B,
-                     **algo_kw)
+    ppo = {"epochs": 1, "minibatches": B} if algo == "ppo" else {}
+    cfg = LEARNERS[algo].config(name=algo, optimizer="adam", lr=1e-2, **ppo, **algo_kw)
     return agent, make_learner(agent, make_grad(grad, agent.core, B), cfg, total_updates=50)
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtrl_rl.algos.impala import ImpalaLearner
-from rtrl_rl.config import AlgoConfig, ModelConfig
+from rtrl_rl.algos.impala import ImpalaConfig, ImpalaLearner
+from rtrl_rl.config import ModelConfig
 from rtrl_rl.envs.base import EnvSpec
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
@@ -31,13 +31,13 @@ REWARD = [[5.0, -4.0], [0.5, -2.0], [0.0, 1.0], [3.0, 0.25], [-0.75, 0.0], [0.0,
 ACTION = [[0, 2], [1, 1], [2, 0], [1, 2], [0, 0], [2, 1], [1, 0]]
 
 
-def _algo(**kw: object) -> AlgoConfig:
+def _algo(**kw: object) -> ImpalaConfig:
     base = dict(optimizer="rmsprop", lr=0.05, lr_decay="linear", rms_alpha=0.99, rms_eps=0.01,
                 max_grad_norm=0.05, entropy_cost=0.01, baseline_cost=0.5, discount=0.9,
                 reward_clip=1.0, clip_rho=1.3, clip_pg_rho=0.8, vtrace_lambda=0.95,
                 loss_reduction="sum")
     base.update(kw)
-    return AlgoConfig(**base)
+    return ImpalaConfig(**base)
 
 
 def _agent() -> Agent:
@@ -77,7 +77,7 @@ def _log_softmax(row: list[float]) -> list[float]:
 
 
 def _reference_vtrace(ro: Rollout, target: torch.Tensor, values: list[list[float]],
-                      cfg: AlgoConfig) -> tuple[list[list[float]], list[list[float]], list]:
+                      cfg: ImpalaConfig) -> tuple[list[list[float]], list[list[float]], list]:
     """Per stream, the n-step V-trace sums of the definition; Python floats throughout.
 
     ``values`` is ``[T + 1][B]`` (entry ``T``: the bootstrap). Returns ``vs``,
@@ -112,7 +112,7 @@ def _reference_vtrace(ro: Rollout, target: torch.Tensor, values: list[list[float
     return vs[:T], adv, rho
 
 
-def _reference(agent: Agent, ro: Rollout, cfg: AlgoConfig) -> dict:
+def _reference(agent: Agent, ro: Rollout, cfg: ImpalaConfig) -> dict:
     """The loss, its terms, rho and the unclipped gradients of an independent computation."""
     ref = copy.deepcopy(agent)
     keep = (~ro.first).to(F64)
@@ -140,7 +140,7 @@ def _reference(agent: Agent, ro: Rollout, cfg: AlgoConfig) -> dict:
             "neg_entropy": neg_entropy.item(), "rho": rho, "grads": grads}
 
 
-def _update(grad_name: str, cfg: AlgoConfig, total_updates: int = 10):
+def _update(grad_name: str, cfg: ImpalaConfig, total_updates: int = 10):
     agent = _agent()
     before = {k: p.detach().clone() for k, p in agent.named_parameters()}
     ro = _rollout()

@@ -15,23 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from rtrl_rl.algos import make_learner
-from rtrl_rl.algos.ppo import PPOLearner
-from rtrl_rl.config import AlgoConfig, RunnerConfig, TrainConfig
+from rtrl_rl.algos.ppo import PPOConfig, PPOLearner
+from rtrl_rl.config import TrainConfig
 from rtrl_rl.errors import ConfigError
 from rtrl_rl.grad import make_grad
 from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners.runner_config import RunnerConfig
 from tests.algos.test_impala import F64, T, _agent, _rollout
 
 B4 = 4
 
 
-def _ppo(**kw: object) -> AlgoConfig:
+def _ppo(**kw: object) -> PPOConfig:
     base = dict(name="ppo", optimizer="adam", lr=0.01, lr_decay="none", max_grad_norm=100.0,
                 entropy_cost=0.01, baseline_cost=0.5, discount=0.9, reward_clip=1.0,
                 loss_reduction="mean", epochs=2, minibatches=2, clip_eps=0.2,
                 value_clip_eps=0.3, gae_lambda=0.8, normalize_advantages=True)
     base.update(kw)
-    return AlgoConfig(**base)
+    return PPOConfig(**base)
 
 
 def _wide(ro: Rollout) -> Rollout:
@@ -49,7 +50,7 @@ def _wide(ro: Rollout) -> Rollout:
     return Rollout(**out)
 
 
-def _reference_gae(ro: Rollout, values: list[list[float]], cfg: AlgoConfig):
+def _reference_gae(ro: Rollout, values: list[list[float]], cfg: PPOConfig):
     """A_t = sum_k (gamma lambda)^k delta_{t+k}, cut at episode ends; Python floats."""
     first, reward = ro.first.tolist(), ro.reward.tolist()
     adv = [[0.0] * B4 for _ in range(T)]
@@ -82,7 +83,7 @@ def _outputs(agent, ro: Rollout):
     return agent.heads(h)
 
 
-def _reference_loss(agent, ro: Rollout, idx, old, cfg: AlgoConfig) -> torch.Tensor:
+def _reference_loss(agent, ro: Rollout, idx, old, cfg: PPOConfig) -> torch.Tensor:
     logits, values = _outputs(agent, Rollout.select(ro, idx))
     logp = F.log_softmax(logits[:T], -1)
     act = ro.action[:T, idx]

@@ -15,15 +15,15 @@ from tests.grad.elstm_reference import chunk_loss, param_grads, random_problem, 
 T_CHUNK, N_CHUNKS, B, I, N = 5, 4, 4, 3, 3
 CELLS = {"elstm": ("elstm", {}), "rtu": ("rtu", {}),
          "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}),
-         "rtu_gelu": ("rtu", {"rtu_readout": "gelu"}), "lru": ("lru", {})}
+         "rtu_gelu": ("rtu", {"readout": "gelu"}), "lru": ("lru", {})}
 GROUPS = [torch.tensor([2, 0]), torch.tensor([3, 1])]  # interleaved streams
 
 
 def _core(name, layers=1, seed=0):
     torch.manual_seed(seed)
     kind, opts = CELLS[name]
-    ring = {} if kind == "elstm" else {"r_min": 0.6, "r_max": 0.99}
-    core = make_core(kind, I, N, layers, 0.5, **opts, **ring).double()
+    own = {"forget_bias": 0.5} if kind == "elstm" else {"r_min": 0.6, "r_max": 0.99}
+    core = make_core(kind, I, N, layers, **opts, **own).double()
     if kind == "elstm":
         with torch.no_grad():  # large element-wise weights: a_t far from f_t
             for layer in core.layers:

@@ -19,7 +19,7 @@ def _chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _run(ids_for_chunk) -> tuple[list, list]:
     torch.manual_seed(0)
-    core = make_core("elstm", I, N, 1, 1.0).double()
+    core = make_core("elstm", I, N, 1, forget_bias=1.0).double()
     grad = make_grad("rtrl", core, B)
     grads, deferred = [], []
     for k in range(3):
@@ -48,7 +48,7 @@ def test_a_permuted_batch_takes_the_gathered_path_with_the_same_gradients():
     perm = torch.tensor([2, 0, 1])
     inv = torch.argsort(perm)
     torch.manual_seed(0)
-    core = make_core("elstm", I, N, 1, 1.0).double()
+    core = make_core("elstm", I, N, 1, forget_bias=1.0).double()
     grad = make_grad("rtrl", core, B)
     for k in range(3):
         x, first = _chunk(k)

@@ -12,7 +12,7 @@ from rtrl_rl.models.registry import make_core
 
 T, B, I, N = 5, 3, 4, 6
 CELLS = {"rtu": ("rtu", {}), "rtu_nonlinear": ("rtu", {"recurrence": "nonlinear"}),
-         "rtu_gelu": ("rtu", {"rtu_readout": "gelu"}), "lru": ("lru", {})}
+         "rtu_gelu": ("rtu", {"readout": "gelu"}), "lru": ("lru", {})}
 
 
 def _layer(name: str, seed: int = 0):
@@ -144,15 +144,19 @@ def test_make_core_defaults_and_bad_options():
         h, _ = core(torch.zeros(2, 1, I), core.initial_state(1), torch.ones(2, 1, dtype=bool))
         assert h.shape == (2, 1, core.output_size)
     assert make_core("rtu", I, N, layers=2).state_size == 4 * N
-    gelu = make_core("rtu", I, N, layers=2, rtu_readout="gelu")
+    gelu = make_core("rtu", I, N, layers=2, readout="gelu")
     assert gelu.output_size == N and gelu.layers[1].input_size == N
     h, _ = gelu(torch.zeros(2, 1, I), gelu.initial_state(1), torch.ones(2, 1, dtype=bool))
     assert h.shape == (2, 1, N)
-    with pytest.raises(ValueError, match="readout"):
-        make_core("rtu", I, N, rtu_readout="tanh")
+    with pytest.raises(ValueError, match="model.rtu.readout"):
+        make_core("rtu", I, N, readout="tanh")
+    with pytest.raises(ValueError, match="model.lru.forget_bias: unknown option"):
+        make_core("lru", I, N, forget_bias=1.0)
+    with pytest.raises(ValueError, match="model.none.forget_bias: core 'none' has no options"):
+        make_core("none", I, N, forget_bias=1.0)
     r = torch.exp(-RTULayer(I, 200, r_min=0.9, r_max=0.95).nu_log.exp())
     assert 0.9 <= r.min() and r.max() <= 0.95
-    with pytest.raises(ValueError, match="recurrence"):
+    with pytest.raises(ValueError, match="model.rtu.recurrence"):
         make_core("rtu", I, N, recurrence="gated")
-    with pytest.raises(ValueError, match="r_min"):
+    with pytest.raises(ValueError, match="model.lru.r_min"):
         make_core("lru", I, N, r_min=0.9, r_max=0.5)

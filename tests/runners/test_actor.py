@@ -12,11 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtrl_rl.config import ModelConfig, RunnerConfig
+from rtrl_rl.config import ModelConfig
 from rtrl_rl.envs import make_env
 from rtrl_rl.grad import make_grad
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.rollout import Rollout
+from rtrl_rl.runners.runner_config import RunnerConfig
 from rtrl_rl.runners.sync import SyncRunner
 
 B, UNROLL, ROLLOUTS = 3, 5, 6
@@ -28,7 +29,7 @@ def _agent() -> Agent:
     torch.manual_seed(0)
     spec = make_env(ENV, B, seed=0).spec
     model = ModelConfig(stem="mlp", stem_hidden=[16], core="elstm", hidden_size=8,
-                        forget_bias=1.0, prev_reward=True, prev_action=True)
+                        prev_reward=True, prev_action=True)
     agent = Agent(spec, model)
     with torch.no_grad():  # logits of order 1, so that a wrong state shows
         agent.head.policy.weight.normal_(0.0, 1.0)

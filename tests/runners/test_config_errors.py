@@ -19,7 +19,13 @@ import pytest
     ("model.stem=resnet", "model.stem"),
     ("runner=async runner.num_envs=5 runner.num_workers=2", "divisible by runner.num_workers"),
     ("run_dir=/proc/nope", "run_dir /proc/nope: cannot use it"),
-    ("runner.batch_size=16", "runner.batch_size: 16 < runner.num_envs needs runner=async"),
+    ("runner.batch_size=16", "runner.batch_size: an option of runner=async only"),
+    ("+runner.batch_size=16", "runner.batch_size: an option of runner=async, not of runner=sync"),
+    ("algo=ppo algo.clip_rho=0.5", "algo.clip_rho: an option of algo=impala, not of algo=ppo"),
+    ("model.forget_bias=2", "model.forget_bias: a core's options are in its block, e.g. "
+     "model.<core>.forget_bias"),
+    ("model.lru.r_min=2", "model.lru.r_min: need 0 <= r_min < r_max <= 1"),
+    ("model.rtu.readout=tanh", "model.rtu.readout"),
     ("runner=async runner.inference=learner runner.env_groups=2 runner.num_workers=4 "
      "runner.batch_size=6",
      "runner.batch_size: must be a multiple of the 4 streams of one env group"),
