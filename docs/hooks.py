@@ -103,9 +103,10 @@ def _fallback_reference() -> str:
     return "\n".join(parts)
 
 
-try:  # the config module's own reference, where it exists
+# This checkout's own module only (an editable install elsewhere may have one of its own).
+if (ROOT / "rtrl_rl" / "config_help.py").is_file():
     from rtrl_rl.config_help import reference_markdown
-except ImportError:
+else:
     reference_markdown = _fallback_reference
 
 

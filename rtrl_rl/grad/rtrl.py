@@ -1,4 +1,5 @@
-"""Exact RTRL for element-wise recurrent layers in its chunked form (DESIGN.md section 3).
+"""Exact RTRL for element-wise recurrent layers in its chunked form (docs/methods/rtrl.md,
+"The chunked form").
 
 For a chunk starting from the carried cell ``c_0`` and sensitivities ``S_0``:
 

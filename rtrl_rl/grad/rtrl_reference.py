@@ -1,7 +1,7 @@
 """Step-by-step (textbook) RTRL for eLSTM layers: the reference for tests and benchmarks.
 
-Written from the equations of DESIGN.md sections 2-3 alone, sharing no code with the
-chunked form: at every step the sensitivities follow the recursion
+Written from the equations of docs/methods/rtrl.md (the eLSTM, exact RTRL) alone,
+sharing no code with the chunked form: at every step the sensitivities follow the recursion
 
     S_t = a_t * S_{t-1} + (immediate derivative of c_t)
 

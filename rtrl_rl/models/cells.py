@@ -1,5 +1,6 @@
-"""Recurrent cores: eLSTM (element-wise LSTM, DESIGN.md section 2), stacked eLSTM, an LSTM
-baseline, and the feed-forward "none" core (RTU and LRU: ``rtrl_rl.models.pair_cells``).
+"""Recurrent cores: eLSTM (element-wise LSTM, docs/methods/rtrl.md, "The eLSTM"), stacked
+eLSTM, an LSTM baseline, and the feed-forward "none" core (RTU and LRU:
+``rtrl_rl.models.pair_cells``).
 
 Every core maps a chunk ``x [T, B, I]``, a flat carried state ``[B, D]`` and episode-start
 flags ``first [T, B]`` to outputs ``h [T, B, H]`` and the state after the last step. The

@@ -1,4 +1,5 @@
-"""An eLSTM written directly from DESIGN.md section 2, sharing no code with the package.
+"""An eLSTM written directly from docs/methods/rtrl.md ("The eLSTM"), sharing no code with the
+package.
 
 Used as the independent computation that the gradient modules are checked against.
 """
