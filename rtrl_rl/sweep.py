@@ -145,3 +145,33 @@ def load_run(path: Path, metric: str) -> Run:
     if curve.empty:
         raise RunDirError(f"{path}/metrics.csv has no logged values of '{metric}'")
     return Run(path, flatten(config), curve[FRAMES].to_numpy(), curve[metric].to_numpy())
+
+
+def discrete_overrides(config_dir: str, overrides: list[str]) -> list[Any]:
+    """A multirun's overrides (Hydra ``Override`` objects) with the basic sweeper's
+    ``hydra.sweeper.params`` of the composed config added; continuous ranges (Optuna's
+    ``interval``) are left out, for the sweeper to sample."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides)
+             if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        sweeper = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper
+    params = []
+    if str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    combined = parser.parse_overrides(params + overrides)
+    return [o for o in combined if not o.is_sweep_override() or o.is_discrete_sweep()]
+
+
+def jobs(config_dir: str, overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The overrides of each job a command line runs: itself for a single run; for a
+    multirun, every combination of its discrete sweeps (``discrete_overrides``). Raises
+    Hydra's or OmegaConf's exception for a bad override."""
+    if not multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(discrete_overrides(config_dir, overrides), None)[0]

@@ -158,10 +158,9 @@ ALL = [c for p in PAGES for c in extract_commands(p)]
 def _train_jobs(args: list[str]) -> list[list[str]]:
     """The overrides of every job ``rtrl-train ARGS`` runs (a multirun's discrete sweeps
     and its basic sweeper's params expanded; continuous ranges left to the sweeper)."""
-    from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from rtrl_rl.sweep import discrete_overrides
     from rtrl_rl.train import CONFIG_DIR
 
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -171,16 +170,7 @@ def _train_jobs(args: list[str]) -> list[list[str]]:
     overrides = [a for a in args if not a.startswith("-")]
     if not multirun:
         return [overrides]
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        sweeper = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper
-    params = []
-    if str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
-        params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    combined = parser.parse_overrides(params + overrides)
-    discrete = [o for o in combined if not o.is_sweep_override() or o.is_discrete_sweep()]
+    discrete = discrete_overrides(CONFIG_DIR, overrides)
     jobs = BasicSweeper.split_arguments(discrete, None)[0]
     if len(jobs) <= MAX_JOBS:
         return jobs

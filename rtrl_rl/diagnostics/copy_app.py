@@ -80,30 +80,14 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The overrides of each job the command line runs: itself for a single run; for a
-    multirun, every combination of its discrete sweeps (and of the basic sweeper's
-    ``hydra.sweeper.params``). Continuous ranges (Optuna's ``interval``) are left to the
-    sweeper: their keys keep their configured values here."""
-    if not multirun:
-        return [overrides]
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    """The overrides of each job ``rtrl-copy OVERRIDES`` runs (``rtrl_rl.sweep.jobs``)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    parser = OverridesParser.create()
+    from rtrl_rl.sweep import jobs
+
     try:
-        parsed = parser.parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            sweeper = compose("config", overrides=fixed, return_hydra_config=True).hydra.sweeper
-        params = []
-        if str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        combined = parser.parse_overrides(params + overrides)
-        discrete = [o for o in combined if not o.is_sweep_override() or o.is_discrete_sweep()]
-        return BasicSweeper.split_arguments(discrete, None)[0]
+        return jobs(CONFIG_DIR, overrides, multirun)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
 

@@ -57,7 +57,7 @@ class CopyModel(nn.Module):
         super().__init__()
         in_dim = copy_task_in_dim(cfg.num_symbols)
         self.core: Core = make_core("elstm", in_dim, cfg.hidden_size, cfg.layers,
-                                    cfg.forget_bias)
+                                    forget_bias=cfg.forget_bias)
         self.readout = nn.Linear(self.core.output_size, cfg.num_symbols)
 
     def forward(

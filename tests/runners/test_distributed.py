@@ -217,7 +217,8 @@ def test_a_sigkilled_rank_stops_the_whole_job(tmp_path, runner):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [*TORCHRUN, f"run_dir={run_dir}", *JOB, f"runner={runner}",
-         *(["runner.num_workers=2"] if runner == "async" else []), "runner.total_frames=100000000", "checkpoint_interval_s=0.5"],
+         *(["runner.num_workers=2"] if runner == "async" else []),
+         "runner.total_frames=100000000", "checkpoint_interval_s=0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 90

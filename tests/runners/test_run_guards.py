@@ -129,11 +129,16 @@ def test_checkpoints_from_before_an_added_key_resume_as_its_old_behaviour():
     from rtrl_rl.errors import ConfigError
     from rtrl_rl.resume import check_resume_config
 
-    saved = {"model": {"core": "elstm"}, "env": {"family": "delayed_recall"}}
-    now = {"model": {"core": "elstm", "rtu_recurrence": "linear", "r_min": 0.9,
-                     "r_max": 0.999, "max_phase": 6.283185307179586},
+    saved = {"model": {"core": "rtu"}, "env": {"family": "delayed_recall"}}
+    now = {"model": {"core": "rtu", "rtu": {"recurrence": "linear", "readout": "relu",
+                                            "r_min": 0.9, "r_max": 0.999,
+                                            "max_phase": 6.283185307179586}},
            "env": {"family": "delayed_recall", "distractors": False, "dense_reward": False}}
     assert check_resume_config(saved, now, Path("ckpt")) == []
+    now["model"]["rtu"]["readout"] = "gelu"
+    with pytest.raises(ConfigError, match="model.rtu.readout: 'relu' -> 'gelu'"):
+        check_resume_config(saved, now, Path("ckpt"))
+    now["model"]["rtu"]["readout"] = "relu"
     now["env"]["distractors"] = True
     with pytest.raises(ConfigError, match="env.distractors"):
         check_resume_config(saved, now, Path("ckpt"))
