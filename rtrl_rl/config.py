@@ -13,6 +13,7 @@ docstrings, which ``rtrl-train --help`` prints (``config_help.py``).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
@@ -101,6 +102,8 @@ class ModelBase:
         """The options of ``core`` as keywords for ``make_core`` (none for a core without)."""
         return asdict(getattr(self, self.core)) if self.core in CORE_BLOCKS else {}
 
+
+log = logging.getLogger(__name__)
 
 #: Cores with options of their own: each is a block ``model.<name>`` of its options class.
 CORE_BLOCKS = tuple(name for name, cls in CORES.items() if fields(cls.options))
@@ -303,6 +306,15 @@ def validate(cfg: DictConfig | Mapping[str, Any], saved: bool = False) -> TrainC
     env = container.pop("env", {}) or {}
     if isinstance(container.get("resume"), bool):
         container["resume"] = str(container["resume"]).lower()
+    runner = container.get("runner") or {}
+    if runner.get("kind") == "auto":
+        from rtrl_rl.runners.sizing import Machine, plan
+
+        learner = LEARNERS.get(str((container.get("algo") or {}).get("name", "impala")))
+        machine = Machine.detect(str(container.get("device", "auto")))
+        container["runner"], line = plan(runner, machine,
+                                         lag_ok=bool(learner and learner.corrects_lag))
+        log.info(line)
     _check_variant_keys(container)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema(container)), container)

@@ -38,6 +38,7 @@ class ImpalaLearner(LearnerBase):
     """IMPALA: re-unroll the agent over the rollout, V-trace, one optimizer step."""
 
     config = ImpalaConfig
+    corrects_lag = True  # V-trace
     cfg: ImpalaConfig
 
     def update(self, rollout: Rollout) -> dict[str, torch.Tensor | float]:

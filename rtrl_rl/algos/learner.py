@@ -106,6 +106,9 @@ class LearnerBase(ABC):
 
     #: The learner's config dataclass (the ``algo`` group when ``algo.name`` names it).
     config: ClassVar[type[LearnerConfig]] = LearnerConfig
+    #: Whether the update corrects for data from an older policy (``runner=auto`` may then
+    #: give the env workers more streams than one batch).
+    corrects_lag: ClassVar[bool] = False
 
     def __init__(self, agent: Agent, grad: TemporalGrad, cfg: LearnerConfig, total_updates: int,
                  combine_grads: Callable[[list[nn.Parameter]], None] | None = None) -> None:

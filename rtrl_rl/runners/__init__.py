@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtrl_rl.runners.runner_config import AsyncRunnerConfig, RunnerConfig
+from rtrl_rl.runners.sizing import AutoRunnerConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,13 @@ def _async(cfg, agent, device, env):
     return AsyncRunner(cfg, agent, device, spec=env.spec, probe_env=env)
 
 
+def _auto(cfg, agent, device, env):
+    raise AssertionError("runner=auto is resolved to sync or async when the config is read")
+
+
 #: ``runner.kind`` -> runner. The sync runner steps the envs between updates in the learner
-#: process; the async one in worker processes (``async_runner.py``).
+#: process; the async one in worker processes (``async_runner.py``); ``auto`` becomes one of
+#: them, sized for the machine (``sizing.py``), when the config is read.
 RUNNERS: dict[str, RunnerKind] = {"sync": RunnerKind(_sync, RunnerConfig),
-                                  "async": RunnerKind(_async, AsyncRunnerConfig)}
+                                  "async": RunnerKind(_async, AsyncRunnerConfig),
+                                  "auto": RunnerKind(_auto, AutoRunnerConfig)}
