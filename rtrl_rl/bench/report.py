@@ -148,7 +148,8 @@ def build_rows(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, float]
             cfg = group[0].config
             hits = np.array([frames_to(r, threshold, budget) for r in group])
             walls = [float(read_state(r.path).get("wall_s", math.nan)) for r in group]
-            known = [v for v in (spec.published_best, spec.published_gru) if v is not None]
+            known = [v for v in (spec.published_best, spec.published_gru,
+                                 *spec.published.values()) if v is not None]
             pub = max(known) if known else None  # the best published score known
             rows.append(Row(
                 task=task, method=m, core=str(cfg.get("model.core")),
@@ -267,7 +268,8 @@ def write_report(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, floa
             f"GRU {spec.published_gru:g}" if spec.published_gru is not None else "",
             f"best {spec.published_best:g}" + (f" ({spec.published_best_model})"
                                                if spec.published_best_model else "")
-            if spec.published_best is not None else "") if p) or "none known"
+            if spec.published_best is not None else "",
+            *(f"{who} {score:g}" for who, score in spec.published.items())) if p) or "none known"
         md += [f"## {task}", "",
                f"Budget {_frames(suite.budget(task))} frames per run; random policy "
                f"{_num(random[task])}; published MMER: {pub}"
@@ -283,7 +285,7 @@ def write_report(suite: SuiteConfig, runs: list[RunSpec], random: dict[str, floa
                "minus RTRL's.", "", _comparison_table(comps), ""]
     md += ["## Normalised MMER", "",
            "(MMER IQM − random) / (best published score known − random), the best of the "
-           "published best and GRU scores; – where none is known.", "",
+           "published scores; – where none is known.", "",
            _summary_table(rows, suite.tasks, "normalized"), "",
            "(MMER IQM − random) / (the task's highest possible return − random):", "",
            _summary_table(rows, suite.tasks, "normalized_max"), ""]

@@ -46,6 +46,9 @@ class TaskSpec:
     """The best published score on this task (null: none known)."""
     published_best_model: str = ""
     """The model that scored ``published_best``."""
+    published: dict[str, float] = field(default_factory=dict)
+    """Published scores by the model or method that scored them (``{TBPTT: 305, RTRL:
+    275}``), for suites whose source reports several; shown beside ``published_gru/best``."""
     published_source: str = ""
     """Where the published scores come from (paper, table)."""
     extra_methods: list[str] = field(default_factory=list)

@@ -131,3 +131,6 @@ def test_normalised_by_the_best_published_score_known(suite_runs):
     spec.published_gru = None
     rows, _, _ = build_rows(suite, runs, {"T": -0.5}, {("T", m): (1, 1) for m in CURVES})
     assert rows[0].normalized is None
+    spec.published = {"TBPTT": 0.5, "RTRL": 2.0}  # a paper's scores per method: the best
+    rows, _, _ = build_rows(suite, runs, {"T": -0.5}, {("T", m): (1, 1) for m in CURVES})
+    assert rows[0].normalized == pytest.approx((0.95 + 0.5) / 2.5)

@@ -104,3 +104,24 @@ def test_extra_methods_run_on_their_task_only():
     assert noflag.index("model.first_input=false") > noflag.index("experiment=popgym")
     with pytest.raises(ConfigError, match="extra_methods: unknown method 'nope'"):
         suite("suite=popgym", "task_specs.RepeatFirstEasy.extra_methods=[nope]")
+
+
+@pytest.mark.parametrize("name, tasks, methods", [
+    ("atari", {"Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest"},
+     {"rtrl_t50", "bptt_t50", "ff"}),
+    ("procgen", {"ChaserHard"}, {"rtrl_t5", "bptt_t5", "rtrl_t50", "bptt_t50", "ff"}),
+])
+def test_paper_suites_compose_every_run_with_the_published_scores(name, tasks, methods):
+    from rtrl_rl.bench.app import _compose_all
+
+    s = suite(f"suite={name}")
+    assert set(s.tasks) == tasks and set(s.methods) == methods
+    typed = _compose_all(s)
+    assert len(typed) == len(tasks) * len(methods)
+    for (task, method), cfg in typed.items():
+        assert cfg.runner.streams_per_batch == 32 and cfg.model.hidden_size == 256
+        assert cfg.runner.unroll == (5 if method.endswith("t5") else 50)
+        assert (cfg.model.core == "none") == (method == "ff")
+    if name == "atari":
+        assert s.task_specs["Breakout"].published == {"FF": 234, "TBPTT": 305, "RTRL": 275}
+        assert all(s.budget(t) == 800_000_000 for t in tasks)
