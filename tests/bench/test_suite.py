@@ -118,7 +118,7 @@ def test_paper_suites_compose_every_run_with_the_published_scores(name, tasks, m
     assert set(s.tasks) == tasks and set(s.methods) == methods
     typed = _compose_all(s)
     assert len(typed) == len(tasks) * len(methods)
-    for (task, method), cfg in typed.items():
+    for (_task, method), cfg in typed.items():
         assert cfg.runner.streams_per_batch == 32 and cfg.model.hidden_size == 256
         assert cfg.runner.unroll == (5 if method.endswith("t5") else 50)
         assert (cfg.model.core == "none") == (method == "ff")
