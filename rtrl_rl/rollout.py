@@ -23,9 +23,11 @@ class Rollout:
     obs: torch.Tensor  # [T+1, B, *obs_shape], uint8 images or float32 vectors
     reward: torch.Tensor  # [T+1, B] float32: the (raw) reward that came with obs[t]
     first: torch.Tensor  # [T+1, B] bool: obs[t] starts an episode
-    prev_action: torch.Tensor  # [T+1, B] long: the action that led to obs[t]
-    action: torch.Tensor  # [T+1, B] long: the action taken at obs[t]
-    logits: torch.Tensor  # [T+1, B, A]: behaviour policy logits at obs[t]
+    prev_action: torch.Tensor  # [T+1, B, *action_shape]: the action that led to obs[t]
+    action: torch.Tensor  # [T+1, B, *action_shape]: the action taken at obs[t]
+    # [T+1, B, P] float32: the behaviour policy's distribution parameters at obs[t]
+    # (P = PolicyDist.param_size: logits, or a Gaussian's mean and log-std)
+    dist_params: torch.Tensor
     core_state: torch.Tensor  # [B, D]: core state before obs[0]
     stream_ids: torch.Tensor  # [B] long: which streams these are
     policy_version: torch.Tensor  # [B] long: learner update count the actor acted with

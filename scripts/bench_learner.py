@@ -57,7 +57,7 @@ def synthetic_rollout(spec, agent: Agent, t: int, b: int, device: torch.device,
         obs=obs, reward=torch.randn(t + 1, b, generator=g),
         first=torch.rand(t + 1, b, generator=g) < 0.05,
         prev_action=torch.randint(n, (t + 1, b), generator=g), action=action,
-        logits=torch.randn(t + 1, b, agent.dist.param_size, generator=g),
+        dist_params=torch.randn(t + 1, b, agent.dist.param_size, generator=g),
         core_state=agent.core.initial_state(b),
         stream_ids=torch.arange(b), policy_version=torch.zeros(b, dtype=torch.long),
     ).to(device)

@@ -93,8 +93,9 @@ DIST_RESUME = f"{RANKS_TESTS}::test_two_rank_resume_is_bit_for_bit_and_needs_the
 DIST_SEEDS = f"{RANKS_TESTS}::test_rank_seeds_differ_and_rank_zero_keeps_the_run_seed"
 
 MUTATIONS: list[Mutation] = [
-    mut("M01", LEARNER, "log_rhos = log_pi_a - agent.dist.log_prob(rollout.logits[:-1], actions)",
-        "log_rhos = agent.dist.log_prob(rollout.logits[:-1], actions) - log_pi_a",
+    mut("M01", LEARNER,
+        "log_rhos = log_pi_a - agent.dist.log_prob(rollout.dist_params[:-1], actions)",
+        "log_rhos = agent.dist.log_prob(rollout.dist_params[:-1], actions) - log_pi_a",
         "V-trace log-ratios with behaviour and target policies swapped", LEARNER_TESTS),
     mut("M02", LEARNER, "(~rollout.first[1:])", "(~rollout.first[:-1])",
         "discounts from first[:-1] instead of first[1:]", LEARNER_TESTS),
@@ -161,6 +162,9 @@ MUTATIONS: list[Mutation] = [
     mut("R2", ACTOR, 'state["state"].clone(), state["state_prev"].clone()',
         'state["state_prev"].clone(), state["state"].clone()',
         "actor resume: state and state_prev restored swapped", RESUME),
+    mut("R14", ACTOR, "self.buf[RENAMED.get(k, k)][0] = v", "self.buf[k][0] = v",
+        "actor resume: a checkpoint that names dist_params by its old name (logits) fails",
+        "tests/runners/test_actor.py::test_a_saved_actor_state_with_the_old_field_name_resumes"),
     mut("R3", "rtrl_rl/runners/sync.py", "        self.actor.policy_version = policy_version\n",
         "", "sync runner: rollouts not stamped with the learner's policy version",
         "tests/runners/test_sync.py"),
@@ -194,8 +198,8 @@ MUTATIONS: list[Mutation] = [
         "inference: a restarted worker's streams keep the dead worker's core state",
         SIGKILL_WORKER + "[learner]"),
     mut("I3", "rtrl_rl/runners/env_worker.py",
-        'CARRIED = ("obs", "reward", "first", "prev_action", "action", "logits")',
-        'CARRIED = ("obs", "reward", "first", "prev_action", "logits")',
+        'CARRIED = ("obs", "reward", "first", "prev_action", "action", "dist_params")',
+        'CARRIED = ("obs", "reward", "first", "prev_action", "dist_params")',
         "env worker: entry T's action is not carried over to entry 0 of the next rollout",
         "tests/runners/test_inference_server.py"),
     mut("I4", INFER, "        if self.board.latest != self.version:", "        if False:",

@@ -47,7 +47,7 @@ def test_synthetic_rollout_has_the_rollout_shapes_and_episode_starts():
     agent = Agent(spec, cfg.model, cfg.algo.reward_clip)
     r = bench.synthetic_rollout(spec, agent, 200, 8, torch.device("cpu"))
     assert r.obs.shape == (201, 8, *spec.obs_shape) and r.obs.dtype == spec.obs_dtype
-    assert r.logits.shape == (201, 8, agent.dist.param_size)
+    assert r.dist_params.shape == (201, 8, agent.dist.param_size)
     assert r.core_state.shape == (8, agent.core.state_size)
     assert r.stream_ids.tolist() == list(range(8))
     assert int(r.action.max()) < spec.num_actions and int(r.action.min()) >= 0

@@ -56,7 +56,7 @@ class ImpalaLearner(LearnerBase):
         rewards = agent.clip_reward(rollout.reward[1:].to(values.dtype))
         discounts = cfg.discount * (~rollout.first[1:]).to(values.dtype)
         with torch.no_grad():  # log pi(a|x) - log mu(a|x), mu the policy that acted
-            log_rhos = log_pi_a - agent.dist.log_prob(rollout.logits[:-1], actions)
+            log_rhos = log_pi_a - agent.dist.log_prob(rollout.dist_params[:-1], actions)
         returns = vtrace(log_rhos, discounts, rewards, values.detach(), bootstrap_value,
                          cfg.clip_rho, cfg.clip_pg_rho, cfg.vtrace_lambda)
         loss, terms = impala_loss(log_pi_a, agent.dist.entropy(params), values, returns.vs,

@@ -84,7 +84,7 @@ class PPOLearner(LearnerBase):
             discounts = cfg.discount * (~first[1:]).to(old_values.dtype)
             advantages, returns = gae(rewards, discounts, old_values, bootstrap_value,
                                       cfg.gae_lambda)
-            old_log_pi = agent.dist.log_prob(rollout.logits[:-1], actions)
+            old_log_pi = agent.dist.log_prob(rollout.dist_params[:-1], actions)
             acting = [p.detach().clone() for p in agent.core.parameters()]
 
         sums: dict[str, torch.Tensor] = {}

@@ -4,7 +4,7 @@ heads.
 The core is driven by a temporal-gradient module during learning (``rtrl_rl.grad``) and
 directly, without gradients, when acting. Built from the env's ``EnvSpec``; the action
 distribution (``self.dist``, from ``policy_dist``) follows the env's action space, and the
-policy head's "logits" are that distribution's parameters.
+policy head's output is that distribution's parameters (``dist_params`` in rollouts).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ class Agent(nn.Module):
         parameters ``[B, P]`` and the state after ``obs``."""
         x = self.core_input(obs[None], reward[None], prev_action[None], first[None])
         h, state = self.core(x, state, first[None])
-        logits, _ = self.heads(h[0])
-        return logits, state
+        params, _ = self.heads(h[0])
+        return params, state
 
     @torch.no_grad()
     def act(

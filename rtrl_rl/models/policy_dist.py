@@ -1,7 +1,7 @@
 """Action distributions, one per kind of action space, chosen by ``make_policy_dist``.
 
 A distribution turns the policy head's output into *distribution parameters* ``[..., P]``
-(what rollouts store as the behaviour policy's ``logits``), and computes from those
+(what rollouts store as the behaviour policy's ``dist_params``), and computes from those
 parameters log-probabilities, entropies, samples and the prev-action input of the core.
 Nothing outside this file branches on the kind of action space.
 

@@ -18,6 +18,10 @@ from rtrl_rl.rollout import Rollout
 #: -> (action [B,*S], distribution parameters [B,P], state), S the action shape
 Policy = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
+#: Old names of rollout fields in the ``entry0`` of saved actor states, and their names
+#: now: checkpoints written while ``Rollout.dist_params`` was ``logits`` still resume.
+RENAMED = {"logits": "dist_params"}
+
 
 class Actor:
     def __init__(self, env: VecEnv, policy: Policy, initial_state: torch.Tensor,
@@ -33,7 +37,7 @@ class Actor:
             "first": torch.zeros(t1, b, dtype=torch.bool),
             "prev_action": torch.zeros(t1, b, *spec.action.shape, dtype=spec.action.dtype),
             "action": torch.zeros(t1, b, *spec.action.shape, dtype=spec.action.dtype),
-            "logits": torch.zeros(t1, b, param_size),
+            "dist_params": torch.zeros(t1, b, param_size),
         }
         self.state = initial_state.clone()
         self.state_prev = initial_state.clone()
@@ -47,7 +51,7 @@ class Actor:
 
     def _record(self, t: int, ts: TimeStep, prev_action: torch.Tensor) -> None:
         self.state_prev = self.state
-        action, logits, self.state = self.policy(
+        action, params, self.state = self.policy(
             ts.obs, ts.reward, prev_action, ts.first, self.state)
         buf = self.buf
         buf["obs"][t] = ts.obs
@@ -55,7 +59,7 @@ class Actor:
         buf["first"][t] = ts.first
         buf["prev_action"][t] = prev_action
         buf["action"][t] = action.cpu()
-        buf["logits"][t] = logits.float().cpu()
+        buf["dist_params"][t] = params.float().cpu()
         if ts.done.any():
             for i in ts.done.nonzero().flatten().tolist():
                 self.episodes.append(
@@ -107,5 +111,5 @@ class Actor:
         self.env.load_state_dict(state["env"])
         self.state, self.state_prev = state["state"].clone(), state["state_prev"].clone()
         for k, v in state["entry0"].items():
-            self.buf[k][0] = v
+            self.buf[RENAMED.get(k, k)][0] = v
         return True

@@ -25,9 +25,9 @@ from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.inference_server import REPLY, REQUEST, SPIN_S
 from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded, take_messages
 
-#: Rollout fields an env group writes; the server writes action, logits, core_state and
+#: Rollout fields an env group writes; the server writes action, dist_params, core_state and
 #: policy_version. Entry T of all of them is carried over to entry 0 of the next slot.
-CARRIED = ("obs", "reward", "first", "prev_action", "action", "logits")
+CARRIED = ("obs", "reward", "first", "prev_action", "action", "dist_params")
 
 
 @dataclass

@@ -3,12 +3,13 @@
 One process (spawned by the learner, like the env workers) serves every env group of every
 worker: it waits on the workers' step pipes, takes all requests that are ready (dynamic
 batching), gathers their observations from the shared-memory rollout slots, runs one
-policy step over the whole batch on the device, and writes actions, behaviour logits, the
-core state before entry 0 and the policy version back into the slots (``Agent.step`` is
-traced where that is safe: ``rtrl_rl.models.traced``). The per-stream core state never
-leaves the device. It is a process and not a thread of the learner so that neither waits
-for the other's Python (the GIL): on the 2-core CPU, the default job ran faster with a
-process than with a thread (measurements: docs/performance.md).
+policy step over the whole batch on the device, and writes actions, the behaviour policy's
+distribution parameters, the core state before entry 0 and the policy version back into the
+slots (``Agent.step`` is traced where that is safe: ``rtrl_rl.models.traced``). The
+per-stream core state never leaves the device. It is a process and not a thread of the
+learner so that neither waits for the other's Python (the GIL): on the 2-core CPU, the
+default job ran faster with a process than with a thread (measurements:
+docs/performance.md).
 
 A request ``(group, slot, t, generation)`` means: entry ``t`` of that slot holds the
 group's newest observation. ``t == 0`` starts the group's streams afresh (a new or
@@ -108,15 +109,15 @@ class InferenceServer:
         state = self.state[idx]
         starts = [(r, self.state_prev[sl].clone()) for r, t, sl in views if t <= 1]
         self.state_prev[idx] = state
-        logits, new_state = self.step(dev["obs"], dev["reward"], dev["prev_action"],
+        params, new_state = self.step(dev["obs"], dev["reward"], dev["prev_action"],
                                       dev["first"], state)
-        action = self.model.dist.sample(logits, self.generator)  # as Agent.act does
+        action = self.model.dist.sample(params, self.generator)  # as Agent.act does
         self.state[idx] = new_state
-        action, logits = action.cpu(), logits.float().cpu()
+        action, params = action.cpu(), params.float().cpu()
         for k, (r, t, _) in enumerate(views):
             rows = slice(k * self.group_size, (k + 1) * self.group_size)
             r.action[t] = action[rows]
-            r.logits[t] = logits[rows]
+            r.dist_params[t] = params[rows]
         for r, s in starts:
             r.core_state.copy_(s)
             r.policy_version.fill_(self.version)

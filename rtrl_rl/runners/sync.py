@@ -33,9 +33,9 @@ class SyncRunner:
 
     def _policy(self, obs, reward, prev_action, first, state):
         d = self.device
-        action, logits, state = self.agent.act(obs.to(d), reward.to(d), prev_action.to(d),
+        action, params, state = self.agent.act(obs.to(d), reward.to(d), prev_action.to(d),
                                                first.to(d), state.to(d))
-        return action.cpu(), logits.cpu(), state.cpu()
+        return action.cpu(), params.cpu(), state.cpu()
 
     def next_rollout(self, policy_version: int) -> tuple[Rollout, list[tuple[float, int]]]:
         if not self.started:

@@ -42,7 +42,7 @@ def rollout(seed: int, bad_stream: int | None = None) -> Rollout:
         first=torch.zeros(T + 1, B, dtype=torch.bool),
         prev_action=torch.randint(A, (T + 1, B), generator=gen),
         action=torch.randint(A, (T + 1, B), generator=gen),
-        logits=torch.randn(T + 1, B, A, generator=gen),
+        dist_params=torch.randn(T + 1, B, A, generator=gen),
         core_state=torch.zeros(B, 4), stream_ids=torch.arange(B),
         policy_version=torch.zeros(B, dtype=torch.long))
 

@@ -63,7 +63,7 @@ def _rollout() -> Rollout:
         prev_action=prev_action,
         action=action,
         # behaviour logits far from the agent's: importance weights well away from 1
-        logits=2.0 * torch.randn(T + 1, B, A, generator=gen, dtype=F64),
+        dist_params=2.0 * torch.randn(T + 1, B, A, generator=gen, dtype=F64),
         core_state=0.5 * torch.randn(B, 4, generator=gen, dtype=F64),
         stream_ids=torch.arange(B),
         policy_version=torch.zeros(B, dtype=torch.long),
@@ -84,7 +84,7 @@ def _reference_vtrace(ro: Rollout, target: torch.Tensor, values: list[list[float
     ``pg_advantages`` (both ``[T][B]``) and the unclipped ``rho`` ``[T][B]``.
     """
     first, reward = ro.first.tolist(), ro.reward.tolist()
-    actions, behaviour, target = ro.action.tolist(), ro.logits.tolist(), target.tolist()
+    actions, behaviour, target = ro.action.tolist(), ro.dist_params.tolist(), target.tolist()
     rho = [[0.0] * B for _ in range(T)]
     gamma = [[0.0] * B for _ in range(T)]
     r = [[0.0] * B for _ in range(T)]

@@ -39,10 +39,10 @@ def _wide(ro: Rollout) -> Rollout:
     """Four streams: the two of ``_rollout`` and the same two with other observations."""
     gen = torch.Generator().manual_seed(3)
     out = {}
-    for name in ("obs", "reward", "first", "prev_action", "action", "logits"):
+    for name in ("obs", "reward", "first", "prev_action", "action", "dist_params"):
         v = getattr(ro, name)
         other = v + 0.5 * torch.randn(v.shape, generator=gen, dtype=F64) if name in (
-            "obs", "logits") else v
+            "obs", "dist_params") else v
         out[name] = torch.cat([v, other], 1)
     out["core_state"] = torch.cat([ro.core_state, -ro.core_state], 0)
     out["stream_ids"] = torch.arange(B4)
@@ -88,7 +88,7 @@ def _reference_loss(agent, ro: Rollout, idx, old, cfg: PPOConfig) -> torch.Tenso
     logp = F.log_softmax(logits[:T], -1)
     act = ro.action[:T, idx]
     logp_a = logp.gather(-1, act[..., None]).squeeze(-1)
-    old_logp = F.log_softmax(ro.logits[:T, idx], -1).gather(-1, act[..., None]).squeeze(-1)
+    old_logp = F.log_softmax(ro.dist_params[:T, idx], -1).gather(-1, act[..., None]).squeeze(-1)
     adv = old["adv"][:, idx]
     adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
     ratio = (logp_a - old_logp).exp()

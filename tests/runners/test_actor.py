@@ -9,6 +9,8 @@ different streams.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ from rtrl_rl.runners.sync import SyncRunner
 
 B, UNROLL, ROLLOUTS = 3, 5, 6
 ENV = {"family": "delayed_recall", "num_cues": 3, "delay": 1, "delay_max": 3}
-ENTRY_FIELDS = ("obs", "reward", "first", "prev_action", "action", "logits")
+ENTRY_FIELDS = ("obs", "reward", "first", "prev_action", "action", "dist_params")
 
 
 def _agent() -> Agent:
@@ -106,8 +108,35 @@ def test_reunrolling_from_core_state_reproduces_the_actor_logits(collected, meth
         else:
             h, state = grad.unroll(x[:-1], r.core_state, r.first[:-1], r.stream_ids)
         logits, _ = agent.heads(h)
-        torch.testing.assert_close(logits.detach(), r.logits[:-1], rtol=0, atol=1e-6,
+        torch.testing.assert_close(logits.detach(), r.dist_params[:-1], rtol=0, atol=1e-6,
                                    msg=f"rollout {k}")
         if k + 1 < len(rollouts):  # the chunk ends where the next one starts
             torch.testing.assert_close(state.detach(), rollouts[k + 1].core_state, rtol=0,
                                        atol=1e-6, msg=f"rollout {k}")
+
+
+def test_a_saved_actor_state_with_the_old_field_name_resumes():
+    """A checkpoint from before ``Rollout.logits`` became ``dist_params`` holds entry 0's
+    distribution parameters under ``logits``: a runner loaded from it has them, and goes on
+    exactly as the runner that saved it."""
+    agent, cpu, cfg = _agent(), torch.device("cpu"), RunnerConfig(num_envs=B, unroll=UNROLL)
+    runner = SyncRunner(ENV, cfg, agent, cpu, seed=5)
+    runner.next_rollout(0)
+    data = io.BytesIO()
+    torch.save(runner.state_dict(), data)
+    data.seek(0)
+    state = torch.load(data, weights_only=True)
+    entry0 = state["actor"]["entry0"]
+    entry0["logits"] = entry0.pop("dist_params")
+    resumed = SyncRunner(ENV, cfg, agent, cpu, seed=6)
+    assert resumed.load_state_dict(state)
+    assert torch.equal(resumed.actor.buf["dist_params"][0], entry0["logits"])
+    assert entry0["logits"].abs().sum() > 0
+    torch.manual_seed(1)
+    want = runner.next_rollout(0)[0]
+    torch.manual_seed(1)
+    got = resumed.next_rollout(0)[0]
+    runner.close()
+    resumed.close()
+    for f in (*ENTRY_FIELDS, "core_state"):
+        assert torch.equal(getattr(got, f), getattr(want, f)), f

@@ -160,7 +160,7 @@ def test_double_buffered_workers_feed_consistent_rollouts(tmp_path, caplog):
             x = agent.core_input(r.obs, r.reward, r.prev_action, r.first)
             h, state = agent.core(x[:-1], r.core_state, r.first[:-1])
             logits, _ = agent.heads(h)
-        torch.testing.assert_close(logits, r.logits[:-1], rtol=0, atol=1e-5,
+        torch.testing.assert_close(logits, r.dist_params[:-1], rtol=0, atol=1e-5,
                                    msg=f"batch {k}")
         if k + 1 < len(batches):
             nxt = batches[k + 1]
