@@ -1,10 +1,11 @@
-"""The training loop, read top to bottom: build, maybe resume, collect -> learn -> log ->
-checkpoint, until the frame budget is spent or a signal arrives.
+"""The training loop: build, maybe resume, then collect -> learn -> log -> checkpoint until
+the frame budget is spent or a signal arrives (``TrainingLoop.run``).
 
 ``train(cfg)`` is shared by every runner and every gradient method; it returns the final
 ``return_mean`` (the objective for sweeps). Under ``torchrun`` each rank runs this loop with
 its own envs; ``rtrl_rl.runners.distributed`` combines their gradients, returns and
-checkpoints, and every collective there is a no-op for a single process.
+checkpoints, and every collective there is a no-op for a single process. What a checkpoint
+holds is in ``rtrl_rl.runners.loop_state``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import math
 import random
 import signal
 import time
-from collections import deque
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -25,27 +25,26 @@ import torch
 
 from rtrl_rl.algos import make_learner
 from rtrl_rl.algos.learner import read_metrics
-from rtrl_rl.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    load_module_state,
-    restore_rng,
-    save_checkpoint,
-)
+from rtrl_rl.checkpoint import CheckpointError, load_module_state, restore_rng, save_checkpoint
 from rtrl_rl.config import TrainConfig, to_dict
 from rtrl_rl.envs import make_env
 from rtrl_rl.errors import ConfigError, EnvDataError, TrainingDiverged
 from rtrl_rl.grad import make_grad, sensitivity_pass
 from rtrl_rl.malloc import keep_freed_memory
 from rtrl_rl.models.agent import Agent
-from rtrl_rl.resume import check_resume_config, load_resume_checkpoint
 from rtrl_rl.run_dir import RunDirLock
 from rtrl_rl.run_logger import RunLogger
 from rtrl_rl.runners import RUNNERS
 from rtrl_rl.runners.distributed import Collective, Ranks, rank_config
+from rtrl_rl.runners.loop_state import (
+    EpisodeWindow,
+    checkpoint_state,
+    find_resume_state,
+    own_part,
+    rank_part,
+)
 
 log = logging.getLogger(__name__)
-CHECKPOINT_KEYS = ("agent", "learner", "grad", "runner", "counters", "rng", "wandb_id")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,14 +66,33 @@ def make_runner(cfg: TrainConfig, agent: Agent, device: torch.device, env):
     return RUNNERS[cfg.runner.kind](cfg, agent, device, env)
 
 
-class _StopFlag:
+def train(cfg: TrainConfig) -> float:
+    """Run (or resume) one training job in ``cfg.run_dir``, which it (rank 0) holds locked."""
+    ranks = Ranks.from_env()
+    device = ranks.device(resolve_device(cfg.device))
+    coll = Collective(ranks, device)
+    clean = False
+    try:
+        cfg = replace(cfg, run_dir=coll.broadcast(cfg.run_dir))  # one run dir for all ranks
+        with RunDirLock(cfg.run_dir) if ranks.is_main else nullcontext():
+            result = TrainingLoop(cfg, ranks, device, coll).run()
+        clean = True
+        return result
+    except SystemExit:  # a signal: every rank stopped at the same update and saved
+        clean = True
+        raise
+    finally:
+        coll.close(clean)
+
+
+class StopFlag:
     """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and exits at the next update."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[s] = signal.signal(s, self._handle)
@@ -104,142 +122,174 @@ class _NoLogger:
         pass
 
 
-def _resume_state(cfg: TrainConfig, config_dict: dict[str, Any],
-                  ranks: Ranks) -> tuple[Path | None, dict]:
-    """The checkpoint to resume from and its state, checked against this run's config."""
-    found = load_resume_checkpoint(cfg.resume, cfg.run_dir, CHECKPOINT_KEYS)
-    if found is None:
-        return None, {}
-    path, ckpt = found
-    saved = int(ckpt.get("world_size", 1))
-    if saved != ranks.world_size:
-        raise ConfigError(f"resume: checkpoint {path} was written by {saved} rank(s), this "
-                          f"run has {ranks.world_size}; resume with the same world size")
-    if "config" not in ckpt:
-        log.warning("checkpoint %s records no config: cannot check this run's against it", path)
-        return path, ckpt
-    for change in check_resume_config(ckpt["config"], config_dict, path):
-        log.info("resume: applying the changed %s", change)
-    return path, ckpt
+class TrainingLoop:
+    """One rank's training job: its env, agent, gradient method, learner, runner and logger,
+    and the counters a checkpoint keeps (``frames``, the episode window).
 
+    ``run`` is the whole job; the other methods are its steps. Those that hold a collective
+    (``log``, ``poll``, ``checkpoint``, ``finish``) are reached by every rank at the same
+    update, which is what keeps the ranks in step.
+    """
 
-def train(cfg: TrainConfig) -> float:
-    """Run (or resume) one training job in ``cfg.run_dir``, which it (rank 0) holds locked."""
-    ranks = Ranks.from_env()
-    device = ranks.device(resolve_device(cfg.device))
-    coll = Collective(ranks, device)
-    clean = False
-    try:
-        cfg = replace(cfg, run_dir=coll.broadcast(cfg.run_dir))  # one run dir for all ranks
-        with RunDirLock(cfg.run_dir) if ranks.is_main else nullcontext():
-            result = _train(cfg, ranks, device, coll)
-        clean = True
-        return result
-    except SystemExit:  # a signal: every rank stopped at the same update and saved
-        clean = True
-        raise
-    finally:
-        coll.close(clean)
+    def __init__(self, cfg: TrainConfig, ranks: Ranks, device: torch.device,
+                 coll: Collective) -> None:
+        self.cfg, self.ranks, self.device, self.coll = cfg, ranks, device, coll
+        self.ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+        self.config_dict = to_dict(cfg)
+        resume_from, ckpt = find_resume_state(cfg, self.config_dict, ranks)  # before building
+        seed_everything(cfg.seed)
+        threads = cfg.torch_threads or (torch.get_num_threads() if ranks.active else 0)
+        if threads:  # under torchrun OMP_NUM_THREADS (1 by default) sizes both pools
+            torch.set_num_threads(threads)
+            sensitivity_pass.limit_threads(threads)
+        keep_freed_memory()  # the same tensors every update: no page faults for them
 
+        mine = rank_config(cfg, ranks)  # this rank's streams and seed
+        env = make_env(cfg.env, mine.runner.num_envs, mine.seed)
+        self.agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)
+        coll.broadcast_module(self.agent)
+        if mine.seed != cfg.seed:
+            seed_everything(mine.seed)  # same initial weights, this rank's own action samples
+        self.grad = make_grad(cfg.grad.name, self.agent.core, mine.runner.num_envs)
+        self.frames_per_step = int(getattr(env, "frames_per_step", 1))
+        frames_per_update = cfg.runner.unroll * cfg.runner.streams_per_batch * self.frames_per_step
+        # The LR schedule spans the frame budget; max_updates only stops the run earlier.
+        schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
+        self.total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
+        self.log_every = max(1, self.total_updates // 200)
+        combine = ((lambda params: coll.combine_grads(params, cfg.algo.loss_reduction))
+                   if coll.active else None)
+        self.learner = make_learner(self.agent, self.grad, cfg.algo, schedule_updates,
+                                    combine_grads=combine)
+        self.runner = make_runner(mine, self.agent, device, env)
 
-def _rank_part(ckpt: dict, rank: int) -> dict:
-    """Rank ``rank``'s per-stream state in a checkpoint (rank 0's sits at the top level)."""
-    if rank == 0:
-        c = ckpt["counters"]
-        return {"grad": ckpt["grad"], "runner": ckpt["runner"], "rng": ckpt["rng"],
-                "returns": c["returns"], "lengths": c["lengths"]}
-    return ckpt["ranks"][rank - 1]
-
-
-def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collective) -> float:
-    run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    config_dict = to_dict(cfg)
-    resume_from, ckpt = _resume_state(cfg, config_dict, ranks)
-    seed_everything(cfg.seed)
-    threads = cfg.torch_threads or (torch.get_num_threads() if ranks.active else 0)
-    if threads:  # under torchrun OMP_NUM_THREADS (1 by default) sizes both pools
-        torch.set_num_threads(threads)
-        sensitivity_pass.limit_threads(threads)
-    keep_freed_memory()  # the same tensors every update: no page faults for them
-
-    mine = rank_config(cfg, ranks)  # this rank's streams and seed
-    env = make_env(cfg.env, mine.runner.num_envs, mine.seed)
-    agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(device)
-    coll.broadcast_module(agent)
-    if mine.seed != cfg.seed:
-        seed_everything(mine.seed)  # same initial weights, this rank's own action samples
-    grad = make_grad(cfg.grad.name, agent.core, mine.runner.num_envs)
-    frames_per_step = int(getattr(env, "frames_per_step", 1))
-    frames_per_update = cfg.runner.unroll * cfg.runner.streams_per_batch * frames_per_step
-    # The LR schedule spans the frame budget; max_updates only stops the run earlier.
-    schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
-    total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
-    combine = ((lambda params: coll.combine_grads(params, cfg.algo.loss_reduction))
-               if coll.active else None)
-    learner = make_learner(agent, grad, cfg.algo, schedule_updates, combine_grads=combine)
-    runner = make_runner(mine, agent, device, env)
-
-    frames, wandb_id = 0, None
-    # each rank keeps its share of the window over which return_mean is taken
-    window = max(100, 2 * cfg.runner.num_envs)
-    returns: deque[float] = deque(maxlen=math.ceil(window / ranks.world_size))
-    lengths: deque[int] = deque(maxlen=returns.maxlen)
-    if ckpt:
+        self.frames = 0
+        self.window = EpisodeWindow(cfg.runner.num_envs, ranks.world_size)
         try:
-            part = _rank_part(ckpt, ranks.rank)
-            load_module_state(agent, ckpt["agent"], what="agent")
-            learner.load_state_dict(ckpt["learner"])
-            grad.load_state_dict(part["grad"])
-            if not runner.load_state_dict(part["runner"]):
+            wandb_id = self.resume(resume_from, ckpt) if ckpt else None
+            log.info("grad=%s: %s", self.grad.name, self.grad.description)
+            if ranks.active:
+                log.info("rank %d of %d on %s: %d streams, env seed %d", ranks.rank,
+                         ranks.world_size, device, mine.runner.num_envs, mine.seed)
+            self.logger = RunLogger(
+                Path(cfg.run_dir), cfg.logger, self.config_dict, cfg.runner.total_frames,
+                start_frames=self.frames, wandb_id=wandb_id, run_name=cfg.name or None,
+            ) if ranks.is_main else _NoLogger()
+        except BaseException:
+            self.runner.close()
+            raise
+        # fps excludes the first update of this process (worker start-up, allocator warm-up)
+        self._t_start, self._frames_start = time.time(), self.frames
+        self._warm: tuple[float, int] | None = None
+        self._last_ckpt = time.time()
+
+    def run(self) -> float:
+        """Train until ``total_updates``, a signal, bad env data or divergence; returns the
+        final ``return_mean``. A signal saves a checkpoint and exits ``128 + signum``
+        (``SystemExit``); ``EnvDataError`` and ``TrainingDiverged`` save the last good
+        state and are raised again."""
+        stopped: EnvDataError | TrainingDiverged | None = None
+        signum, path = 0, None
+        try:
+            with StopFlag() as stop:
+                try:
+                    while self.learner.updates < self.total_updates:
+                        metrics = self.step()
+                        if self.log_due():
+                            self.log(metrics)
+                        signum = self.poll(stop)
+                        if signum:
+                            break
+                except (EnvDataError, TrainingDiverged) as e:  # nothing bad reached the weights
+                    stopped = e
+                path = self.final_checkpoint(stopped)
+        finally:
+            self.close()
+        return self.finish(stopped, signum, path)
+
+    def resume(self, path: Path | None, ckpt: dict) -> str | None:
+        """Load this rank's state from ``ckpt`` (read from ``path``); returns the W&B run id
+        to go on with. Raises ``ConfigError`` when the checkpoint does not fit this run."""
+        try:
+            part = rank_part(ckpt, self.ranks.rank)
+            load_module_state(self.agent, ckpt["agent"], what="agent")
+            self.learner.load_state_dict(ckpt["learner"])
+            self.grad.load_state_dict(part["grad"])
+            if not self.runner.load_state_dict(part["runner"]):
                 log.warning("this env cannot restore its state: episodes restart on resume")
-            frames = int(ckpt["counters"]["frames"])
-            returns.extend(part["returns"])
-            lengths.extend(part["lengths"])
+            self.frames = int(ckpt["counters"]["frames"])
+            self.window.load_state_dict(part)
             restore_rng(part["rng"])
         except (CheckpointError, KeyError, ValueError, TypeError) as e:
-            runner.close()
-            raise ConfigError(f"resume: cannot apply checkpoint {resume_from}: {e}") from None
-        wandb_id = ckpt["wandb_id"] or None
-        log.info("resumed from %s at %d frames", resume_from, frames)
+            raise ConfigError(f"resume: cannot apply checkpoint {path}: {e}") from None
+        log.info("resumed from %s at %d frames", path, self.frames)
+        return ckpt["wandb_id"] or None
 
-    log.info("grad=%s: %s", grad.name, grad.description)
-    if ranks.active:
-        log.info("rank %d of %d on %s: %d streams, env seed %d", ranks.rank,
-                 ranks.world_size, device, mine.runner.num_envs, mine.seed)
-    log_every = max(1, total_updates // 200)
-    logger = RunLogger(run_dir, cfg.logger, config_dict, cfg.runner.total_frames,
-                       start_frames=frames, wandb_id=wandb_id, run_name=cfg.name or None,
-                       ) if ranks.is_main else _NoLogger()
+    def step(self) -> dict[str, Any]:
+        """One update: collect a rollout, learn from it, count its frames (every rank's).
+        Returns the learner's metrics, still on the device."""
+        rollout, episodes = self.runner.next_rollout(self.learner.updates)
+        self.window.add(episodes)
+        if self.device.type == "cuda" and not rollout.obs.is_pinned():
+            rollout = rollout.pin_memory()
+        metrics = self.learner.update(rollout.to(self.device, non_blocking=True))
+        self.runner.after_update()
+        self.frames += rollout.unroll * rollout.batch * self.frames_per_step * self.ranks.world_size
+        if self._warm is None:
+            self._warm = (time.time(), self.frames)
+        return metrics
 
-    def all_returns() -> tuple[list[float], list[int]]:
-        """Every rank's recent episode returns and lengths (a collective)."""
-        parts = coll.gather((list(returns), list(lengths)))
-        return [r for p in parts for r in p[0]], [n for p in parts for n in p[1]]
+    def log_due(self) -> bool:
+        """About 200 log lines per run, and always one at the last update."""
+        u = self.learner.updates
+        return u % self.log_every == 0 or u == self.total_updates
 
-    def checkpoint(final: bool, with_runner: bool = True) -> Path | None:
-        """Save (rank 0, with every rank's per-stream state); a failed periodic save warns
-        and keeps the previous checkpoint. ``with_runner=False``: the envs are mid-rollout
-        (bad env data stopped them), so their episodes restart on resume."""
-        learner.reset_nonfinite_streams()  # a checkpoint holds finite values only
-        parts = coll.gather({"grad": grad.state_dict(),
-                             "runner": runner.state_dict() if with_runner else {},
-                             "rng": capture_rng(), "returns": list(returns),
-                             "lengths": list(lengths)})
-        if not ranks.is_main:
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Log the update's metrics (averaged over ranks) with the episode window and fps."""
+        t0, f0 = (self._warm if self.frames > self._warm[1]
+                  else (self._t_start, self._frames_start))
+        elapsed = max(time.time() - t0, 1e-9)
+        # the one wait for the device; losses are averaged over ranks
+        out = self.coll.mean_metrics(read_metrics(metrics))
+        rets, lens = self.window.gather(self.coll)
+        out.update({
+            "return_mean": float(np.mean(rets)) if rets else float("nan"),
+            "episode_length": float(np.mean(lens)) if lens else float("nan"),
+            "episodes": len(rets),
+            "fps": (self.frames - f0) / elapsed,
+            "updates": self.learner.updates,
+            "world_size": self.ranks.world_size,
+        })
+        out.update(getattr(self.runner, "metrics", lambda: {})())
+        self.logger.log(self.frames, out)
+
+    def poll(self, stop: StopFlag) -> int:
+        """The signal any rank got (0: none), so that every rank stops at the same update;
+        otherwise saves a periodic checkpoint when ``checkpoint_interval_s`` has passed on
+        any rank."""
+        signum, due = self.coll.max_values(
+            stop.signum or 0, time.time() - self._last_ckpt > self.cfg.checkpoint_interval_s)
+        if signum:
+            return int(signum)
+        if due:
+            self.checkpoint(final=False)
+            self._last_ckpt = time.time()
+        return 0
+
+    def checkpoint(self, final: bool, with_runner: bool = True) -> Path | None:
+        """Save (rank 0, with every rank's per-stream state); the path, None on other ranks.
+        A failed periodic save warns and keeps the previous checkpoint; a failed final one
+        raises ``CheckpointError``. ``with_runner=False``: the envs are mid-rollout (bad env
+        data stopped them), so their episodes restart on resume."""
+        self.learner.reset_nonfinite_streams()  # a checkpoint holds finite values only
+        parts = self.coll.gather(own_part(self.grad, self.runner, self.window, with_runner))
+        if not self.ranks.is_main:
             return None
-        own = parts[0]
-        state = {
-            "agent": agent.state_dict(), "learner": learner.state_dict(),
-            "grad": own["grad"], "runner": own["runner"],
-            "counters": {"frames": frames, "returns": own["returns"],
-                         "lengths": own["lengths"]},
-            "rng": own["rng"], "wandb_id": logger.wandb_id, "config": config_dict,
-        }
-        if ranks.active:
-            state.update(world_size=ranks.world_size, ranks=parts[1:])
+        state = checkpoint_state(parts, self.agent, self.learner, self.frames,
+                                 self.logger.wandb_id, self.config_dict, self.ranks)
         try:
-            return save_checkpoint(ckpt_dir, state, learner.updates, keep=cfg.keep_checkpoints)
+            return save_checkpoint(self.ckpt_dir, state, self.learner.updates,
+                                   keep=self.cfg.keep_checkpoints)
         except CheckpointError as e:
             if final:
                 raise
@@ -247,71 +297,33 @@ def _train(cfg: TrainConfig, ranks: Ranks, device: torch.device, coll: Collectiv
                         "checkpoint is kept: %s", e)
             return None
 
-    # fps excludes the first update of this process (worker start-up, allocator warm-up).
-    t_start, frames_start, warm = time.time(), frames, None
-    last_ckpt = time.time()
+    def final_checkpoint(self, stopped: Exception | None) -> Path | None:
+        """The checkpoint at the end of the run. After bad env data the runner's state is
+        left out, and under torchrun nothing is saved: the other ranks are not at this
+        collective."""
+        bad_env = isinstance(stopped, EnvDataError)
+        if bad_env and self.ranks.active:
+            return None
+        return self.checkpoint(final=True, with_runner=not bad_env)
 
-    def run(stop: _StopFlag) -> int | None:
-        """Collect, learn, log and checkpoint until the budget is spent; returns the signal
-        that stopped it early, if one did."""
-        nonlocal frames, warm, last_ckpt
-        while learner.updates < total_updates:
-            rollout, episodes = runner.next_rollout(learner.updates)
-            for ret, length in episodes:
-                returns.append(ret)
-                lengths.append(length)
-            if device.type == "cuda" and not rollout.obs.is_pinned():
-                rollout = rollout.pin_memory()
-            metrics = learner.update(rollout.to(device, non_blocking=True))
-            runner.after_update()
-            frames += rollout.unroll * rollout.batch * frames_per_step * ranks.world_size
-            if warm is None:
-                warm = (time.time(), frames)
-            if learner.updates % log_every == 0 or learner.updates == total_updates:
-                t0, f0 = warm if frames > warm[1] else (t_start, frames_start)
-                elapsed = max(time.time() - t0, 1e-9)
-                # the one wait for the device; losses are averaged over ranks
-                metrics = coll.mean_metrics(read_metrics(metrics))
-                rets, lens = all_returns()
-                metrics.update({
-                    "return_mean": float(np.mean(rets)) if rets else float("nan"),
-                    "episode_length": float(np.mean(lens)) if lens else float("nan"),
-                    "episodes": len(rets),
-                    "fps": (frames - f0) / elapsed,
-                    "updates": learner.updates,
-                    "world_size": ranks.world_size,
-                })
-                metrics.update(getattr(runner, "metrics", lambda: {})())
-                logger.log(frames, metrics)
-            # every rank stops, or saves, at the same update
-            signum, due = coll.max_values(
-                stop.signum or 0, time.time() - last_ckpt > cfg.checkpoint_interval_s)
-            if signum:
-                return int(signum)
-            if due:
-                checkpoint(final=False)
-                last_ckpt = time.time()
-        return None
+    def close(self) -> None:
+        """Stop the runner (its envs and worker processes) and the logger."""
+        try:
+            self.runner.close()
+        finally:
+            self.logger.close()
 
-    interrupted, stopped, path = None, None, None
-    try:
-        with _StopFlag() as stop:
-            try:
-                interrupted = run(stop)
-            except (EnvDataError, TrainingDiverged) as e:  # nothing bad reached the weights
-                stopped = e
-            if not (isinstance(stopped, EnvDataError) and ranks.active):  # else: no collective
-                path = checkpoint(final=True, with_runner=not isinstance(stopped, EnvDataError))
-    finally:
-        runner.close()
-        logger.close()
-    if stopped is not None:
-        log.error("%s; stopped at %d frames, last good state in %s", stopped, frames, path)
-        raise stopped
-    if interrupted is not None:
-        name = signal.Signals(interrupted).name
-        if ranks.is_main:
-            log.warning("%s: stopped at %d frames; checkpoint %s", name, frames, path)
-        raise SystemExit(128 + interrupted)
-    rets, _ = all_returns()
-    return float(np.mean(rets)) if rets else float("nan")
+    def finish(self, stopped: Exception | None, signum: int, path: Path | None) -> float:
+        """The run's result: raises ``stopped`` again, or ``SystemExit(128 + signum)`` after
+        a signal; otherwise returns ``return_mean`` over every rank's window."""
+        if stopped is not None:
+            log.error("%s; stopped at %d frames, last good state in %s", stopped,
+                      self.frames, path)
+            raise stopped
+        if signum:
+            if self.ranks.is_main:
+                log.warning("%s: stopped at %d frames; checkpoint %s",
+                            signal.Signals(signum).name, self.frames, path)
+            raise SystemExit(128 + signum)
+        rets, _ = self.window.gather(self.coll)
+        return float(np.mean(rets)) if rets else float("nan")

@@ -121,6 +121,29 @@ def test_config_yaml_is_what_runs_after_resume(tmp_path):
     assert len(list(Path(tmp_path / "checkpoints").glob("ckpt_*.pt"))) == 1
 
 
+def test_a_run_that_fails_after_building_its_runner_closes_it(tmp_path, monkeypatch):
+    """The runner (envs, worker processes) is closed when the loop cannot be set up past
+    it: here the run logger cannot be made."""
+    from rtrl_rl.runners import loop
+
+    closed, make_runner = [], loop.make_runner
+
+    def tracked(*args):
+        runner = make_runner(*args)
+        close = runner.close
+        runner.close = lambda: (closed.append(True), close())
+        return runner
+
+    def broken_logger(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop, "make_runner", tracked)
+    monkeypatch.setattr(loop, "RunLogger", broken_logger)
+    with pytest.raises(OSError, match="No space left"):
+        train(make_cfg(tmp_path, *BASE, "max_updates=1"))
+    assert closed == [True]
+
+
 def test_checkpoints_from_before_an_added_key_resume_as_its_old_behaviour():
     """A saved config without a key that was added later reads as the value that behaves as
     before; setting the key to something else is still a change of state-defining config."""
