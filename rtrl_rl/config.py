@@ -8,6 +8,9 @@ Unknown keys, another component's options and wrong types fail; the range checks
 ``__post_init__``; the env options are checked by the env family's own schema. Every
 failure is a one-line ``ConfigError`` naming the key. Field docs are the attribute
 docstrings, which ``rtrl-train --help`` prints (``config_help.py``).
+
+The registries are read once, at import, after ``rtrl_rl.plugins.load_plugins()`` has let
+plugins add to them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ from rtrl_rl.algos.learner import LearnerConfig
 from rtrl_rl.errors import ConfigError, check, choice, unknown_name
 from rtrl_rl.grad import GRADS
 from rtrl_rl.models.registry import CORES
+from rtrl_rl.plugins import load_plugins
 from rtrl_rl.run_logger import LoggerConfig
 from rtrl_rl.runners import RUNNERS
 from rtrl_rl.runners.runner_config import RunnerConfig
+
+# Plugins register their cores, learners and env families now, before the schema, the
+# option blocks and Hydra's nodes below are derived from the registries.
+load_plugins()
 
 
 def _scan_frames(delay: int, episodes: int = 125_000, floor: int = 4_000_000) -> int:

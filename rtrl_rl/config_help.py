@@ -101,10 +101,13 @@ def sections() -> list[tuple[str, str, list[tuple[str, str, Any, str]]]]:
 
 
 def presets() -> dict[str, list[str]]:
-    """Config group -> its presets (``configs/<group>/*.yaml``), for ``group=preset``."""
+    """Config group -> its presets (``configs/<group>/*.yaml`` and the plugins' presets in
+    Hydra's ConfigStore), for ``group=preset``."""
+    from rtrl_rl.plugins import stored_presets
+
     out = {}
     for group in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
-        names = sorted(f.stem for f in group.glob("*.yaml"))
+        names = sorted({f.stem for f in group.glob("*.yaml")} | set(stored_presets(group.name)))
         if names and group.name not in ("bench", "copy", "algo_tuning"):
             out[group.name] = names
     return out

@@ -18,6 +18,11 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}'; {hint}")
 
 
+class PluginError(ConfigError):
+    """A plugin that does not import, or a registration that is refused (a name already
+    taken, a class without what its registry reads); the message is one line naming it."""
+
+
 class EnvDataError(RuntimeError):
     """An env returned data the agent must not learn from (a non-finite reward or
     observation, a wrong shape or dtype); the message is one line naming the env, the

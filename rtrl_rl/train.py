@@ -23,10 +23,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import rtrl_rl.config  # noqa: F401  (registers the ${scan_*} resolvers the presets use)
 from rtrl_rl.checkpoint import CheckpointError
-from rtrl_rl.errors import ConfigError, EnvDataError, TrainingDiverged
-from rtrl_rl.runners.distributed import Ranks
+from rtrl_rl.errors import ConfigError, EnvDataError, PluginError, TrainingDiverged
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 log = logging.getLogger("rtrl_rl")
@@ -35,6 +33,12 @@ log = logging.getLogger("rtrl_rl")
 def _fail(msg: str) -> None:
     print(f"rtrl-train: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
+
+
+try:  # loads the plugins and registers the ${scan_*} resolvers, before Hydra composes
+    import rtrl_rl.config  # noqa: F401
+except PluginError as e:  # one line, not a traceback from inside an import
+    _fail(str(e))
 
 
 def compose_config(overrides: list[str], run_dir: str) -> DictConfig:
@@ -79,6 +83,7 @@ def precheck(overrides: list[str]) -> None:
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float:
     from rtrl_rl.config import validate
+    from rtrl_rl.runners.distributed import Ranks
     from rtrl_rl.runners.loop import train
     from rtrl_rl.sweep import apply_sweep_wandb_group
 
@@ -117,6 +122,8 @@ def _as_torchrun(cfg) -> float:
 def _as_rank(args: list[str]) -> None:
     """Under torchrun: one run dir (rank 0's, broadcast in ``train``) and one log.
     Ranks other than 0 log warnings only, to the console."""
+    from rtrl_rl.runners.distributed import Ranks
+
     ranks = Ranks.from_env()
     if not ranks.active:
         return

@@ -10,8 +10,9 @@ observations and wrong shapes are stopped there (``env.nonfinite``).
 
 Families and their options (the fields of the dataclasses in ``config.py``):
 ``atari`` (AtariConfig), ``procgen`` (ProcgenConfig), ``gym`` (GymConfig) and the built-in
-memory task ``delayed_recall`` (DelayedRecallConfig). The supervised copy task lives in
-``copy_task.py`` (not a ``VecEnv``).
+memory task ``delayed_recall`` (DelayedRecallConfig), each entered at the bottom of this
+module with ``register_env_family`` (``registry.py``), as a plugin's family is from its own
+module. The supervised copy task lives in ``copy_task.py`` (not a ``VecEnv``).
 
 Optional extras beyond the protocol, looked up with ``getattr`` by the runners:
 ``reset_streams`` (gymnasium: restart some streams, for ``env.nonfinite=reset``),
@@ -31,6 +32,7 @@ from rtrl_rl.envs.config import (
     AtariConfig,
     DelayedRecallConfig,
     EnvConfig,
+    EnvOptions,
     GymConfig,
     ProcgenConfig,
     family_config,
@@ -38,6 +40,7 @@ from rtrl_rl.envs.config import (
     validate_env_config,
 )
 from rtrl_rl.envs.guard import CheckedEnv
+from rtrl_rl.envs.registry import build_adapter, register_env_family
 from rtrl_rl.envs.seeding import check_split
 from rtrl_rl.errors import ConfigError
 
@@ -47,6 +50,7 @@ __all__ = [
     "ConfigError",
     "DelayedRecallConfig",
     "EnvConfig",
+    "EnvOptions",
     "EnvSpec",
     "EpisodeTracker",
     "GymConfig",
@@ -56,12 +60,13 @@ __all__ = [
     "family_config",
     "make_env",
     "parse_env_config",
+    "register_env_family",
     "validate_env_config",
 ]
 
 
 def make_env(
-    cfg: Mapping[str, Any] | EnvConfig, num_envs: int, seed: int, split: str = "train"
+    cfg: Mapping[str, Any] | EnvOptions, num_envs: int, seed: int, split: str = "train"
 ) -> VecEnv:
     """Build ``num_envs`` streams of the env described by ``cfg``.
 
@@ -70,7 +75,7 @@ def make_env(
     ``"eval"`` selects the held-out evaluation levels, for every family it selects a separate
     seed stream. Backend seeds derive from ``(seed, split)``, so runs repeat exactly.
     """
-    if isinstance(cfg, tuple(FAMILIES.values())):
+    if isinstance(cfg, EnvOptions):
         parsed = cfg
         parsed.check()
     else:
@@ -78,32 +83,42 @@ def make_env(
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ConfigError(f"num_envs: must be an int >= 1, got {num_envs!r}")
     check_split(split)
-    return CheckedEnv(_adapter(parsed, num_envs, seed, split), env_label(parsed),
+    return CheckedEnv(build_adapter(parsed, num_envs, seed, split), env_label(parsed),
                       parsed.nonfinite)
 
 
-def env_label(parsed: EnvConfig) -> str:
+def env_label(parsed: EnvOptions) -> str:
     """The env's name in messages: ``family:game`` or ``gym:id`` (the family alone for the
     built-in task)."""
     name = getattr(parsed, "id", None) or getattr(parsed, "game", None)
     return f"{parsed.family}:{name}" if name else parsed.family
 
 
-def _adapter(parsed: EnvConfig, num_envs: int, seed: int, split: str) -> VecEnv:
-    if isinstance(parsed, AtariConfig):
-        from rtrl_rl.envs.atari import AtariEnv
+def _atari(parsed: AtariConfig, num_envs: int, seed: int, split: str) -> VecEnv:
+    from rtrl_rl.envs.atari import AtariEnv
 
-        return AtariEnv(parsed, num_envs, seed, split)
-    if isinstance(parsed, ProcgenConfig):
-        from rtrl_rl.envs.procgen import ProcgenEnv
+    return AtariEnv(parsed, num_envs, seed, split)
 
-        return ProcgenEnv(parsed, num_envs, seed, split)
-    if isinstance(parsed, GymConfig):
-        from rtrl_rl.envs.gym import GymEnv
 
-        return GymEnv(parsed, num_envs, seed, split)
-    if isinstance(parsed, DelayedRecallConfig):
-        from rtrl_rl.envs.delayed_recall import DelayedRecallEnv
+def _procgen(parsed: ProcgenConfig, num_envs: int, seed: int, split: str) -> VecEnv:
+    from rtrl_rl.envs.procgen import ProcgenEnv
 
-        return DelayedRecallEnv(parsed, num_envs, seed, split)
-    raise ConfigError(f"env: no adapter for {type(parsed).__name__}")
+    return ProcgenEnv(parsed, num_envs, seed, split)
+
+
+def _gym(parsed: GymConfig, num_envs: int, seed: int, split: str) -> VecEnv:
+    from rtrl_rl.envs.gym import GymEnv
+
+    return GymEnv(parsed, num_envs, seed, split)
+
+
+def _delayed_recall(parsed: DelayedRecallConfig, num_envs: int, seed: int,
+                    split: str) -> VecEnv:
+    from rtrl_rl.envs.delayed_recall import DelayedRecallEnv
+
+    return DelayedRecallEnv(parsed, num_envs, seed, split)
+
+
+for _options, _build in ((AtariConfig, _atari), (ProcgenConfig, _procgen), (GymConfig, _gym),
+                         (DelayedRecallConfig, _delayed_recall)):
+    register_env_family(_options, _build, preset=False)  # presets: configs/env/<family>.yaml

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 from rtrl_rl.envs.guard import NONFINITE_MODES
+from rtrl_rl.envs.registry import FAMILIES, family_config
 from rtrl_rl.errors import ConfigError, unknown_name
 
 PROCGEN_GAMES = (
@@ -58,6 +59,11 @@ class EnvOptions:
         if self.nonfinite not in NONFINITE_MODES:
             raise _fail("nonfinite", str(unknown_name("nonfinite mode", str(self.nonfinite),
                                                       NONFINITE_MODES)))
+
+    def check(self) -> None:
+        """Raise a one-line ``ConfigError("env.<key>: ...")`` for a bad value; the checks
+        that import a backend or look names up go here (``parse_env_config`` calls it),
+        nothing is built."""
 
 
 @dataclass
@@ -256,17 +262,8 @@ class DelayedRecallConfig(EnvOptions):
                      f"must be >= delay ({self.delay}), got {self.delay_max}")
 
 
+#: The built-in families' options (a plugin's family is any ``EnvOptions`` subclass).
 EnvConfig = AtariConfig | ProcgenConfig | GymConfig | DelayedRecallConfig
-FAMILIES: dict[str, type] = {
-    c.family: c for c in (AtariConfig, ProcgenConfig, GymConfig, DelayedRecallConfig)
-}
-
-
-def family_config(family: str) -> type:
-    """The options dataclass of ``family`` (instantiate it for the defaults)."""
-    if family not in FAMILIES:
-        raise _fail("family", str(unknown_name("env family", str(family), FAMILIES)))
-    return FAMILIES[family]
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -302,7 +299,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def parse_env_config(cfg: Mapping[str, Any]) -> EnvConfig:
+def parse_env_config(cfg: Mapping[str, Any]) -> EnvOptions:
     """Fill defaults and check ``cfg``; return the family's dataclass instance.
 
     Raises a one-line ``ConfigError`` naming the bad key or value.
