@@ -7,6 +7,9 @@
   composed by Hydra and checked by ``rtrl_rl.config.validate``, every job of a multirun;
   ``rtrl-copy`` by its own precheck against ``configs/copy``; ``rtrl-eval`` and
   ``rtrl-compare`` by their argument parsers.
+- A command that sets environment variables (``RTRL_RL_PLUGINS=... rtrl-train ...``, or
+  ``export`` lines before it in its block) is checked the same way in a subprocess with
+  those variables, so that the plugins it names are loaded.
 - A console block that shows ``$ command`` and then ``tool: error: message`` is run the same
   way, and must fail with exactly that message. Any other quoted error message must be
   listed in ``QUOTED_IN_TESTS`` with the test that produces it.
@@ -19,7 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,7 @@ class Command:
     tool: str
     args: list[str]
     error: str | None = None  # the message a console block says it prints
+    env: dict[str, str] = field(default_factory=dict)  # variables the block sets for it
 
     def __str__(self) -> str:
         return f"{self.page}:{self.line}: {self.tool} {shlex.join(self.args)}"
@@ -85,10 +89,18 @@ def _logical_lines(body: str):
         yield start, buf
 
 
+def _assignments(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The leading ``FOO=bar`` words as a dict, and the words after them."""
+    env = {}
+    while words and ASSIGN.match(words[0]):
+        key, _, value = words[0].partition("=")
+        env[key], words = value, words[1:]
+    return env, words
+
+
 def _as_tool(words: list[str]) -> tuple[str, list[str]] | None:
     """The tool and its arguments if ``words`` runs one of ours, else None."""
-    while words and ASSIGN.match(words[0]):  # FOO=bar prefixes
-        words = words[1:]
+    words = _assignments(words)[1]
     if not words:
         return None
     head = Path(words[0]).name
@@ -115,7 +127,11 @@ def extract_commands(path: Path) -> list[Command]:
             continue
         lines = list(_logical_lines(body))
         console = lang == "console" or any(ln.lstrip().startswith("$ ") for _, ln in lines)
+        exported: dict[str, str] = {}
         for k, (offset, line) in enumerate(lines):
+            if line.lstrip().startswith("export "):
+                exported.update(_assignments(shlex.split(line, comments=True)[1:])[0])
+                continue
             if not any(t in line for t in (*TOOLS, "make train", "rtrl_rl.")):
                 continue
             prompt = line.lstrip().startswith("$ ")
@@ -134,7 +150,8 @@ def extract_commands(path: Path) -> list[Command]:
                 error = None
                 if prompt and k + 1 < len(lines) and f"{found[0]}: error: " in lines[k + 1][1]:
                     error = lines[k + 1][1].strip()
-                out.append(Command(page, first + offset, found[0], found[1], error))
+                env = {**exported, **_assignments(part)[0]}
+                out.append(Command(page, first + offset, found[0], found[1], error, env))
     return out
 
 
@@ -232,8 +249,22 @@ def check_compare(args: list[str]) -> None:
     assert 0 < ns.last_frac <= 1 and ns.reps >= 1
 
 
+def check_train_with_env(args: list[str], env: dict[str, str]) -> None:
+    """``check_train``'s single-run check in a process with ``env`` set (relative
+    ``PYTHONPATH`` entries are relative to the repository root, as the docs run them)."""
+    assert not any(a.startswith("-") for a in args), "a command with variables: one run only"
+    path = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")])
+    code = "import sys; from rtrl_rl.train import precheck; precheck(sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, *args, "run_dir=docs-check"], cwd=ROOT,
+                          env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def run_check(cmd: Command, monkeypatch) -> None:
-    if cmd.tool == "rtrl-train":
+    if cmd.tool == "rtrl-train" and cmd.env:
+        check_train_with_env(cmd.args, cmd.env)
+    elif cmd.tool == "rtrl-train":
         check_train(cmd.args)
     elif cmd.tool == "rtrl-copy":
         check_copy(cmd.args)

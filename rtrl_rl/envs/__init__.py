@@ -122,3 +122,4 @@ def _delayed_recall(parsed: DelayedRecallConfig, num_envs: int, seed: int,
 for _options, _build in ((AtariConfig, _atari), (ProcgenConfig, _procgen), (GymConfig, _gym),
                          (DelayedRecallConfig, _delayed_recall)):
     register_env_family(_options, _build, preset=False)  # presets: configs/env/<family>.yaml
+del _options, _build
