@@ -71,7 +71,7 @@ def test_help_lists_groups_presets_and_documented_options():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "algo: impala, ppo" in text and "runner: async, sync" in text
+    assert "algo: impala, ppo" in text and "runner: async, auto, sync" in text
     assert "  model.lru.r_min: float = 0.9" in text
     assert "Smallest initial eigenvalue modulus" in text
     assert "  algo.epochs: int = 4" in text and "Passes over each rollout." in text
