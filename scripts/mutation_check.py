@@ -82,6 +82,8 @@ ASYNC = "rtrl_rl/runners/async_runner.py"
 INFER = "rtrl_rl/runners/inference_server.py"
 FACTORS, VTRACE = "rtrl_rl/grad/factors.py", "rtrl_rl/algos/vtrace.py"
 DIST, SPACES = "rtrl_rl/models/policy_dist.py", "rtrl_rl/envs/gym_spaces.py"
+ATARI, ATARI_REF = "rtrl_rl/envs/atari.py", "tests/envs/test_atari_reference.py"
+PROCGEN, PROCGEN_REF = "rtrl_rl/envs/procgen.py", "tests/envs/test_procgen_reference.py"
 PAIR, CELL_EXACT = "rtrl_rl/models/pair_cells.py", "tests/grad/test_exactness_cells.py"
 
 PPO_TESTS = "tests/algos/test_ppo.py"
@@ -493,6 +495,36 @@ MUTATIONS: list[Mutation] = [
     mut("Y1", "rtrl_rl/grad/rtrl.py", "        return core.elementwise", "        return True",
         "grad=rtrl accepts a core that is not element-wise (the LSTM)",
         "tests/test_registries.py"),
+    # Atari and ProcGen adapters against the reference pipelines
+    mut("E1", ATARI, "obs=torch.from_numpy(np.array(obs, dtype=np.uint8)),",
+        "obs=torch.from_numpy(np.array(obs[:, ::-1], dtype=np.uint8)),",
+        "Atari: the frame stack newest-first", ATARI_REF, requires="cv2"),
+    mut("E2", ATARI, "maxpool=True,", "maxpool=False,",
+        "Atari: no max-pool over the last two frames of an action repeat", ATARI_REF,
+        requires="cv2"),
+    mut("E3", ATARI, "use_fire_reset=cfg.fire_reset,", "use_fire_reset=True,",
+        "Atari: FIRE pressed at every reset, whatever fire_reset says", ATARI_REF,
+        requires="cv2"),
+    mut("E4", ATARI, "life_lost = terminated & ~truncated & (lives < self._lives)",
+        "life_lost = terminated & ~truncated",
+        "Atari episodic_life: a game over is taken for a life loss (done never set)",
+        ATARI_REF, requires="cv2"),
+    mut("E5", ATARI, "noop_max=cfg.noop_max,", "noop_max=0,",
+        "Atari: no-op starts never happen", ATARI_REF, requires="cv2"),
+    mut("E6", ATARI, "max_num_frames_per_episode=cfg.max_episode_frames,",
+        "max_num_frames_per_episode=cfg.max_episode_frames // cfg.frameskip,",
+        "Atari: max_episode_frames taken as agent steps' worth of frames", ATARI_REF,
+        requires="cv2"),
+    mut("E7", PROCGEN, 'obs["rgb"].transpose(0, 3, 1, 2)', 'obs["rgb"].transpose(0, 3, 2, 1)',
+        "ProcGen: frames transposed to [C, W, H]", PROCGEN_REF),
+    mut("E8", PROCGEN, 'obs["rgb"].transpose(0, 3, 1, 2)',
+        'obs["rgb"][..., ::-1].transpose(0, 3, 1, 2)', "ProcGen: BGR channel order",
+        PROCGEN_REF),
+    mut("E9", PROCGEN, '            if self.split == "train":', "            if True:",
+        "ProcGen: the eval split plays the training levels", PROCGEN_REF),
+    mut("E10", PROCGEN, "rand_seed = self._seeds.next(seed)",
+        "rand_seed = self._built_seed", "ProcGen: reset() replays the levels of the last build",
+        PROCGEN_REF),
     # Triton kernels (caught where triton is installed: in the interpreter, or on CUDA)
     mut("K1", "rtrl_rl/grad/factors_triton.py", "pz, pf = p * zeta, p * phi",
         "pz, pf = p * zeta, p * zeta", "Triton eLSTM sweep: the W_f terms use zeta",

@@ -16,6 +16,11 @@ across it nor carries the recurrent state over it, as in DeepMind's episodic-lif
 ``done = 0``: ``done``, ``episode_return`` and ``episode_length`` describe whole games, so
 logged scores stay comparable to published ones. A termination is a game over, not a life
 loss, when the lives counter did not drop (after a game over it is back at the start value).
+
+``tests/envs/test_atari_reference.py`` checks the stream against gymnasium's
+``AtariPreprocessing`` + ``FrameStackObservation``; the deliberate differences (no-op count,
+FIRE at reset, zero padding of the first stack, what ``max_episode_frames`` counts) are listed
+there and in ``docs/guide/environments.md``.
 """
 
 from __future__ import annotations

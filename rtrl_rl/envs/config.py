@@ -80,7 +80,9 @@ class AtariConfig(EnvOptions):
     frame_size: int = 84
     """Side of the square grayscale frames."""
     noop_max: int = 30
-    """Up to this many no-op frames (not agent steps) at each reset."""
+    """No-op starts: ``d`` frames after each reset, ``d`` uniform in ``[0, noop_max - 1]``
+    (frames, not agent steps). A ``fire_reset`` press comes first and is one of them (it
+    happens even when ``d = 0``)."""
     sticky_actions: float = 0.0
     """``repeat_action_probability`` (Machado et al. use 0.25)."""
     full_action_space: bool = False
@@ -90,7 +92,8 @@ class AtariConfig(EnvOptions):
     fire_reset: bool = True
     """Press FIRE after a reset in games that need it."""
     max_episode_frames: int = 108_000
-    """Truncate episodes after this many emulator frames (30 minutes at 60 Hz)."""
+    """Truncate episodes after this many emulator frames of play (30 minutes at 60 Hz; the
+    reset's FIRE and no-op frames do not count)."""
     num_threads: int = 0
     """Backend worker threads (0: one per CPU core)."""
 
