@@ -188,7 +188,8 @@ class TrainConfig:
     max_updates: int = 0
     """Stop after this many updates (0: run to ``runner.total_frames``)."""
     eval_episodes: int = 0
-    """Evaluate the final policy on this many episodes (0: skip)."""
+    """Play the final policy for this many new episodes on the env's eval split (ProcGen:
+    held-out levels) and write ``run_dir/eval.json`` (0: skip)."""
 
     def __post_init__(self) -> None:
         check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")

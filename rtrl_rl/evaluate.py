@@ -15,9 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from rtrl_rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from rtrl_rl.errors import ConfigError, EnvDataError
 
@@ -32,18 +29,12 @@ def find_checkpoint(path: Path) -> Path:
     raise ConfigError(f"no checkpoint found at '{path}'")
 
 
-def _frame(obs: torch.Tensor) -> np.ndarray:
-    """One stream's observation ``[C, H, W]`` uint8 -> an ``[H, W, 3]`` video frame."""
-    arr = obs.numpy()
-    img = arr.transpose(1, 2, 0) if arr.shape[0] == 3 else arr[-1][..., None].repeat(3, -1)
-    return np.ascontiguousarray(img)
-
-
 def evaluate(ckpt_path: Path, episodes: int, split: str, num_envs: int, greedy: bool,
              device: str, video: Path | None, video_episodes: int, seed: int) -> dict:
     from rtrl_rl.config import validate
     from rtrl_rl.envs import make_env
     from rtrl_rl.models.agent import Agent
+    from rtrl_rl.runners.evaluation import run_episodes, summary
     from rtrl_rl.runners.loop import resolve_device
 
     ckpt = load_checkpoint(ckpt_path, required=("agent", "config"))
@@ -54,36 +45,16 @@ def evaluate(ckpt_path: Path, episodes: int, split: str, num_envs: int, greedy: 
         raise ConfigError("--video needs image observations; this env's are vectors")
     agent = Agent(env.spec, cfg.model, cfg.algo.reward_clip).to(dev).eval()
     agent.load_state_dict(ckpt["agent"])
-    ts = env.reset(seed=seed)
-    state = agent.core.initial_state(num_envs, device=dev)
-    prev_action = torch.zeros(num_envs, *env.spec.action.shape, dtype=env.spec.action.dtype)
-    returns: list[float] = []
-    lengths: list[int] = []
-    frames: list[np.ndarray] = []
-    while len(returns) < episodes:
-        if video is not None and len(returns) < video_episodes:
-            frames.append(_frame(ts.obs[0]))
-        action, _, state = agent.act(ts.obs.to(dev), ts.reward.to(dev), prev_action.to(dev),
-                                     ts.first.to(dev), state, greedy=greedy)
-        prev_action = action.cpu()
-        ts = env.step(prev_action)
-        for i in ts.done.nonzero().flatten().tolist():
-            returns.append(float(ts.episode_return[i]))
-            lengths.append(int(ts.episode_length[i]))
-    env.close()
-    returns, lengths = returns[:episodes], lengths[:episodes]
+    returns, lengths, frames = run_episodes(agent, env, episodes, dev, seed, greedy,
+                                            video_episodes if video is not None else 0)
     if video is not None and frames:
         import imageio.v2 as imageio
 
         video.parent.mkdir(parents=True, exist_ok=True)
         imageio.mimsave(video, frames, **({"fps": 30} if video.suffix == ".mp4" else
                                           {"duration": 1 / 30}))
-    return {
-        "checkpoint": str(ckpt_path), "split": split, "episodes": len(returns),
-        "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-        "length_mean": float(np.mean(lengths)), "greedy": greedy,
-        "video": str(video) if video else None,
-    }
+    return {"checkpoint": str(ckpt_path), "split": split, **summary(returns, lengths),
+            "greedy": greedy, "video": str(video) if video else None}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -437,6 +437,10 @@ MUTATIONS: list[Mutation] = [
         "            if why and group == \"model\":\n                raise ConfigError(why)",
         "an option of another learner or runner is accepted (and ignored) by this one",
         "tests/test_config.py"),
+    mut("C5", "rtrl_rl/runners/loop.py", "        if self.cfg.eval_episodes and path is not None:",
+        "        if False:",
+        "eval_episodes is accepted and does nothing",
+        "tests/runners/test_train_smoke.py::test_eval_episodes_and_agent_steps"),
     # Non-finite data: the env check, skipped updates, finite checkpoints
     mut("N1", "rtrl_rl/envs/guard.py",
         "        return _finite(reward) and (not self._float_obs or _finite(obs))",

@@ -10,6 +10,7 @@ holds is in ``rtrl_rl.runners.loop_state``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -33,9 +34,10 @@ from rtrl_rl.grad import make_grad, sensitivity_pass
 from rtrl_rl.malloc import keep_freed_memory
 from rtrl_rl.models.agent import Agent
 from rtrl_rl.run_dir import RunDirLock
-from rtrl_rl.run_logger import RunLogger
+from rtrl_rl.run_logger import RunLogger, write_atomic
 from rtrl_rl.runners import RUNNERS
 from rtrl_rl.runners.distributed import Collective, Ranks, rank_config
+from rtrl_rl.runners.evaluation import run_episodes, summary
 from rtrl_rl.runners.loop_state import (
     EpisodeWindow,
     checkpoint_state,
@@ -156,7 +158,9 @@ class TrainingLoop:
         # The LR schedule spans the frame budget; max_updates only stops the run earlier.
         schedule_updates = math.ceil(cfg.runner.total_frames / frames_per_update)
         self.total_updates = min(schedule_updates, cfg.max_updates or schedule_updates)
-        self.log_every = max(1, self.total_updates // 200)
+        # about 200 rows per run, and a row at least every 100 updates, so that a long budget
+        # stopped early still has a curve
+        self.log_every = max(1, min(self.total_updates // 200, 100))
         combine = ((lambda params: coll.combine_grads(params, cfg.algo.loss_reduction))
                    if coll.active else None)
         self.learner = make_learner(self.agent, self.grad, cfg.algo, schedule_updates,
@@ -240,7 +244,7 @@ class TrainingLoop:
         return metrics
 
     def log_due(self) -> bool:
-        """About 200 log lines per run, and always one at the last update."""
+        """Every ``log_every`` updates, and always at the last update."""
         u = self.learner.updates
         return u % self.log_every == 0 or u == self.total_updates
 
@@ -257,6 +261,7 @@ class TrainingLoop:
             "episode_length": float(np.mean(lens)) if lens else float("nan"),
             "episodes": len(rets),
             "fps": (self.frames - f0) / elapsed,
+            "agent_steps": self.frames // self.frames_per_step,
             "updates": self.learner.updates,
             "world_size": self.ranks.world_size,
         })
@@ -325,5 +330,21 @@ class TrainingLoop:
                 log.warning("%s: stopped at %d frames; checkpoint %s",
                             signal.Signals(signum).name, self.frames, path)
             raise SystemExit(128 + signum)
+        if self.cfg.eval_episodes and path is not None:
+            self.evaluate_final(path)
         rets, _ = self.window.gather(self.coll)
         return float(np.mean(rets)) if rets else float("nan")
+
+    def evaluate_final(self, path: Path) -> None:
+        """``eval_episodes``: the final policy on that many new episodes (the env's eval
+        split: ProcGen's held-out levels, a seed stream of its own elsewhere), written to
+        ``run_dir/eval.json``."""
+        n = self.cfg.eval_episodes
+        env = make_env(self.cfg.env, min(n, self.cfg.runner.num_envs), self.cfg.seed,
+                       split="eval")
+        returns, lengths, _ = run_episodes(self.agent, env, n, self.device, self.cfg.seed)
+        result = {"checkpoint": str(path), "split": "eval", **summary(returns, lengths),
+                  "greedy": False, "env_frames": self.frames}
+        write_atomic(Path(self.cfg.run_dir) / "eval.json", json.dumps(result, indent=1))
+        log.info("eval: %d episodes, return %.3f +- %.3f (eval.json)", result["episodes"],
+                 result["return_mean"], result["return_std"])

@@ -38,3 +38,19 @@ def test_smoke(tmp_path, env, core, grad):
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("env_frames") and len(rows) == 4
     assert all(math.isfinite(float(v)) for v in rows[-1].split(",")[1:4])
+
+
+def test_eval_episodes_and_agent_steps(tmp_path):
+    """``eval_episodes`` plays the final policy on the eval split into eval.json; metrics.csv
+    counts agent steps beside frames (Atari: 4 frames per step)."""
+    import csv
+    import json
+
+    cfg = make_cfg(tmp_path, *ENVS["atari"], "max_updates=2", "eval_episodes=3",
+                   "runner.num_envs=2", "runner.unroll=5")
+    train(cfg)
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["episodes"] == 3 and result["split"] == "eval"
+    assert math.isfinite(result["return_mean"]) and result["length_mean"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [float(r["agent_steps"]) * 4 for r in rows] == [float(r["env_frames"]) for r in rows]
