@@ -296,10 +296,11 @@ MUTATIONS: list[Mutation] = [
         "                qc[2 * n] = q00 * g01 + q01 * g10\n",
         "RTRL factor kernel, 2x2 blocks: the running product takes the wrong entry",
         "tests/grad/test_factors.py"),
-    mut("P10", "rtrl_rl/grad/rtrl.py",
-        "                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)\n"
-        "                self._matmul(0, self.s_mat.shape[0])\n",
-        "                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)\n",
+    mut("P10", "rtrl_rl/grad/backends.py",
+        "            acc = sensitivity_pass.grad_and_update(s_mat, g, update.p0)\n"
+        "            update.rank_t(0, s_mat.shape[0])\n",
+        "            acc = sensitivity_pass.grad_and_update(s_mat, g, update.p0)\n"
+        "            update.mark_updated(0, s_mat.shape[0])\n",
         "RTRL CPU kernel, long chunks: the rank-T matmul after the scaling pass skipped",
         "tests/grad/test_exactness.py"),
     mut("F10", "rtrl_rl/resume.py",
@@ -539,8 +540,8 @@ MUTATIONS: list[Mutation] = [
     mut("K3", "rtrl_rl/grad/sensitivity_triton.py", "p10 * x0 + p11 * x1",
         "p10 * x0 + p01 * x1", "Triton pass: a wrong entry of the 2x2 decay", TRITON,
         requires="triton"),
-    mut("K4", "rtrl_rl/grad/rtrl.py", "    acc = kernels.grad_and_scale(s_mat, g, p0)",
-        "    acc = kernels.grad_and_scale(s_mat, g, None)",
+    mut("K4", "rtrl_rl/grad/backends.py", "acc = kernels.grad_and_scale(s_mat, g, update.p0)",
+        "acc = kernels.grad_and_scale(s_mat, g, None)",
         "RTRL on CUDA: the carried sensitivities are not decayed by P_0", TRITON,
         requires="triton"),
 ]

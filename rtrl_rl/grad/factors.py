@@ -14,7 +14,8 @@ above in one pass over ``c_prev, z, f``, faster than the PyTorch terms and sweep
 (measurements: docs/performance.md). On CUDA, Triton kernels do the same sweeps
 (``rtrl_rl.grad.factors_triton``) where triton is installed (it comes with PyTorch's CUDA
 builds). The PyTorch form serves every other case (other element-wise cells, no numba or
-triton) and is the kernels' test oracle.
+triton) and is the kernels' test oracle. Which form runs is chosen in
+``rtrl_rl.grad.backends``; this module holds the PyTorch forms and the numba sweeps.
 
 For layers with 2 reals per unit (``PairTerms``), ``g_t`` and ``P_s`` are 2x2 matrices per
 unit (``P_s = g_{T-1} ... g_{s+1}``, in that order), products with them are matrix products,
@@ -25,119 +26,19 @@ goes to ``T`` steps of small 2x2 products.
 
 from __future__ import annotations
 
-import functools
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from rtrl_rl.models.cells import ElementwiseTerms
+from rtrl_rl.models.rtrl_contracts import ELSTMSweepTerms, RTRLTerms
 
 log = logging.getLogger(__name__)
 
-_KERNEL_DTYPES = (torch.float32, torch.float64)
-_kernel = None  # the compiled numba function, once built; False if numba is unavailable
-prange = range  # numba's prange once ``_load_kernel`` has imported numba
-
-
-def chunk_factors(
-    terms: ElementwiseTerms, first: torch.Tensor, s_vec: torch.Tensor, backend: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``pu [T, B, M, N]``, ``p0 [B, N]`` and ``new_vec [B, V, N]`` (see the module docstring).
-
-    terms: ``[T, B, N]`` each, matrix keys in order ``j = 0..M-1``; first: ``[T, B]`` bool;
-    s_vec: ``[B, V, N]`` vector sensitivities at the chunk's start, in ``terms.vector``
-    order. backend: ``auto`` (numba on the CPU, Triton on CUDA, where they apply),
-    ``torch``, ``numba`` or ``triton`` (that kernel or an error).
-    """
-    if backend not in ("auto", "torch", "numba", "triton"):
-        raise ValueError(f"backend must be auto, torch, numba or triton, not {backend!r}")
-    pairs = getattr(terms, "block", 1) == 2
-    lead = terms.a if pairs else terms.z if _is_elstm(terms) else None
-    if backend == "triton" or (backend == "auto" and lead is not None and lead.is_cuda):
-        sweeps = _triton(lead, s_vec.dtype, required=backend == "triton")
-        if sweeps is not None:
-            return (sweeps.pair_factors if pairs else sweeps.elstm_factors)(terms, first, s_vec)
-    usable = _kernel_takes(terms, pairs, s_vec.dtype)
-    if backend == "numba" and not usable:
-        raise ValueError("the numba kernels take eLSTM terms or 2x2-block terms as CPU "
-                         "float32/float64 tensors")
-    kernels = _load_kernel() if backend != "torch" and usable else None
-    if backend == "numba" and not kernels:
-        raise ImportError("backend='numba' needs the numba package")
-    if pairs:
-        return (_factors_numba_pairs(kernels["pairs"], terms, first, s_vec) if kernels
-                else _factors_pairs(terms, first, s_vec))
-    return (_factors_numba_elstm(kernels["elstm"], terms, first, s_vec) if kernels
-            else _factors_torch(terms, first, s_vec))
-
-
-def _is_elstm(terms) -> bool:
-    from rtrl_rl.models.cells import ELSTMTerms
-
-    return isinstance(terms, ELSTMTerms)
-
-
-@functools.cache
-def triton_modules():
-    """``(factors_triton, sensitivity_triton)``, or None where triton does not import.
-    Looked up once: the RTRL engine asks on every chunk."""
-    try:
-        from rtrl_rl.grad import factors_triton, sensitivity_triton
-    except ImportError:
-        return None
-    return factors_triton, sensitivity_triton
-
-
-def _triton(lead: torch.Tensor | None, s_vec_dtype: torch.dtype, required: bool):
-    """``rtrl_rl.grad.factors_triton`` if its kernels take these terms (eLSTM or 2x2-block,
-    on CUDA or interpreted, float32/float64 like ``s_vec``); else None, or an error when
-    the Triton backend was asked for."""
-    if lead is None:
-        why = "the Triton kernels take eLSTM terms or 2x2-block terms"
-    else:
-        modules = triton_modules()
-        if modules is None:
-            if required:
-                raise ImportError("backend='triton' needs the triton package")
-            return None
-        if modules[0].usable(lead) and lead.dtype == s_vec_dtype:
-            return modules[0]
-        why = ("the Triton kernels take CUDA float32/float64 tensors (any device with "
-               "TRITON_INTERPRET=1)")
-    if required:
-        raise ValueError(why)
-    return None
-
-
-def _kernel_takes(terms, pairs: bool, s_vec_dtype: torch.dtype) -> bool:
-    """Whether a numba sweep exists for ``terms``: eLSTM or 2x2-block terms on the CPU in
-    float32/float64, with ``s_vec`` of the same dtype (other element-wise terms take the
-    PyTorch form)."""
-    if not (pairs or _is_elstm(terms)):
-        return False
-    t = terms.a if pairs else terms.z
-    return t.device.type == "cpu" and t.dtype in _KERNEL_DTYPES and s_vec_dtype == t.dtype
-
-
-def warm_up(dtype: torch.dtype = torch.float32) -> bool:
-    """Load (or compile, the first time on a machine) the kernels for ``dtype`` now rather
-    than inside the first update; returns whether the kernels are available."""
-    from rtrl_rl.models.cells import ELSTMTerms
-    from rtrl_rl.models.pair_cells import PairTerms
-
-    if dtype not in _KERNEL_DTYPES or not _load_kernel():
-        return False
-    c, w = torch.zeros(1, 1, 1, dtype=dtype), torch.zeros(1, dtype=dtype)
-    first = torch.zeros(1, 1, dtype=torch.bool)
-    chunk_factors(ELSTMTerms(c, c, c, w, w), first, torch.zeros(1, 4, 1, dtype=dtype),
-                  backend="numba")
-    u = torch.zeros(1, 1, 1, 2, dtype=dtype)
-    chunk_factors(PairTerms(torch.zeros(1, 1, 1, 2, 2, dtype=dtype), {"W": u}, {"p": u}),
-                  first, torch.zeros(1, 1, 1, 2, dtype=dtype), backend="numba")
-    return True
+#: The dtypes the numba sweeps are compiled for.
+KERNEL_DTYPES = (torch.float32, torch.float64)
+_kernel = None  # the compiled numba functions, once built; False if numba is unavailable
+prange = range  # numba's prange once ``numba_sweeps`` has imported numba
 
 
 def suffix_products(g: torch.Tensor, sweep: bool | None = None) -> torch.Tensor:
@@ -155,7 +56,10 @@ def suffix_products(g: torch.Tensor, sweep: bool | None = None) -> torch.Tensor:
     return p
 
 
-def _factors_torch(terms, first, s_vec):
+def elementwise_torch(terms: RTRLTerms, first: torch.Tensor, s_vec: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PyTorch form for ``block = 1`` terms: ``pu [T, B, M, N]``, ``p0 [B, N]``,
+    ``new_vec [B, V, N]``, from terms ``[T, B, N]`` and s_vec ``[B, V, N]``."""
     with torch.no_grad():
         t_len, b, n = terms.a.shape
         g = terms.a * (~first).to(terms.a.dtype).unsqueeze(-1)
@@ -187,9 +91,10 @@ def _matvec2(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(a[..., :, 0] * v[..., :1], a[..., :, 1], v[..., 1:])
 
 
-def _factors_pairs(terms, first, s_vec):
-    """2x2 blocks per unit: terms.a ``[T, B, N, 2, 2]``, u and v ``[T, B, N, 2]``, s_vec
-    ``[B, V, N, 2]``."""
+def pairs_torch(terms: RTRLTerms, first: torch.Tensor, s_vec: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PyTorch form for 2x2 blocks per unit: terms.a ``[T, B, N, 2, 2]``, u and v
+    ``[T, B, N, 2]``, s_vec ``[B, V, N, 2]``."""
     with torch.no_grad():
         g = terms.a * (~first).to(terms.a.dtype)[:, :, None, None, None]
         p = torch.empty_like(g)  # P_s, by one sweep of T small matrix products
@@ -204,7 +109,8 @@ def _factors_pairs(terms, first, s_vec):
     return pu, p0, new_vec
 
 
-def _factors_numba_elstm(kernel, terms, first, s_vec):
+def elstm_numba(kernel, terms: ELSTMSweepTerms, first: torch.Tensor, s_vec: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The eLSTM's terms computed inside the sweep from ``c_prev, z, f`` (see ELSTMTerms):
     no ``a``, ``zeta``, ``phi`` tensors at all. ``pu`` is a ``[T, B, 2, N]`` view of
     ``[B, T, 2, N]`` storage, the layout the one-pass update kernel reads
@@ -221,7 +127,8 @@ def _factors_numba_elstm(kernel, terms, first, s_vec):
     return pu.transpose(0, 1), p0, new_vec
 
 
-def _factors_numba_pairs(kernel, terms, first, s_vec):
+def pairs_numba(kernel, terms: RTRLTerms, first: torch.Tensor, s_vec: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pair layers' factors by one numba sweep; ``pu`` is a ``[T, B, M, N, 2]`` view of
     ``[B, T, M, N, 2]`` storage, as for the eLSTM."""
     dtype = terms.a.dtype
@@ -249,7 +156,7 @@ def _unbroadcast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return tensors
 
 
-def _load_kernel():
+def numba_sweeps():
     """The compiled sweeps, ``{"elstm": ..., "pairs": ...}``; False without numba."""
     global _kernel, prange
     if _kernel is None:

@@ -27,13 +27,14 @@ after that block of ``S_0`` was read for the gradient. If no backward reaches th
 (evaluation, or a loss that ignores the core), the update runs when the carried state is
 next needed. Either way the result is the same.
 
-Layers must expose ``unroll(x, c0, first, with_terms=True)`` returning their terms and
-``recurrent_params()``. A layer with one real per unit returns ``ElementwiseTerms``
-(``rtrl_rl.models.cells``; ``a`` is then a diagonal); a layer with ``block = 2`` reals per
-unit (``rtrl_rl.models.pair_cells``) returns ``PairTerms``, whose ``a`` holds 2x2 blocks.
+Layers are ``RTRLLayer``s and return ``RTRLTerms`` (``rtrl_rl.models.rtrl_contracts``). A
+layer with ``block = 1`` real per unit returns terms whose ``a`` is a diagonal (the eLSTM's
+``ELSTMTerms``); a layer with ``block = 2`` (``rtrl_rl.models.pair_cells``) returns
+``PairTerms``, whose ``a`` holds 2x2 blocks.
 Then ``g_t`` and ``P_s`` are per-unit 2x2 matrices, ``P_s * u_s`` a matrix-vector product,
 and the sensitivities gain a trailing axis of 2 (``[B, I, M, N, 2]``): the engine below is
-the same for both. Stacked layers get per-layer RTRL:
+the same for both. The fused kernels are reached through ``rtrl_rl.grad.backends``, which
+picks the kernel family (PyTorch, numba, Triton) per call. Stacked layers get per-layer RTRL:
 each layer's sensitivities take its input as given, so cross-layer credit from before the
 chunk is dropped (an approximation; within the chunk, backprop still reaches lower layers).
 """
@@ -43,15 +44,13 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch.autograd.graph import increment_version
 
-from rtrl_rl.grad import sensitivity_pass
+from rtrl_rl.grad import backends
 from rtrl_rl.grad.base import TemporalGrad
-from rtrl_rl.grad.factors import chunk_factors, triton_modules, warm_up
 from rtrl_rl.models.cells import Core
+from rtrl_rl.models.rtrl_contracts import RTRLLayer
 
 log = logging.getLogger(__name__)
-
 
 
 class _Update:
@@ -63,7 +62,8 @@ class _Update:
     injection, which would otherwise read ``S_T`` for ``S_0``.)
 
     x ``[T, B, I]``; pu ``[T, B, M, N(, 2)]``; p0 ``[B, N]`` (or ``[B, N, 2, 2]``);
-    s_mat ``[B, I, M, N(, 2)]``.
+    s_mat ``[B, I, M, N(, 2)]``. A kernel backend runs it through ``block``, ``rank_t`` and
+    ``mark_updated`` (``backends.PendingUpdate``).
     """
 
     def __init__(self, x, pu, p0, s_mat):
@@ -83,21 +83,17 @@ class _Update:
             self._matmul(lo, hi)
         self.upto = hi
 
-    def with_grad(self, g: torch.Tensor, kernels) -> torch.Tensor:
-        """The injection's ``acc = sum_b S_0[b] * g[b]`` ``[I, M, N]`` and the whole update,
-        by a fused kernel module (``_fused_kernels``). On the CPU: in one pass for short
-        chunks, else the gradient and the scaling there and then one whole-batch matmul;
-        on CUDA: the gradient and the scaling in Triton, then the matmul."""
-        assert self.upto == 0
+    def rank_t(self, lo: int, hi: int) -> None:
+        """Only ``S += X^T (P u)`` for streams ``[lo, hi)``, already scaled by ``P_0``."""
+        assert lo == self.upto, (lo, self.upto)
         with torch.no_grad():
-            if kernels is sensitivity_pass and (
-                    self.x.shape[0] <= sensitivity_pass.ONE_PASS_MAX_T):
-                acc = sensitivity_pass.grad_and_update(self.s_mat, g, self.p0, self.x, self.pu)
-            else:
-                acc = _grad_and_scale(kernels, self.s_mat, g, self.p0)
-                self._matmul(0, self.s_mat.shape[0])
-        self.upto = self.s_mat.shape[0]
-        return acc
+            self._matmul(lo, hi)
+        self.upto = hi
+
+    def mark_updated(self, lo: int, hi: int) -> None:
+        """Streams ``[lo, hi)`` were updated whole by a kernel's own pass."""
+        assert lo == self.upto, (lo, self.upto)
+        self.upto = hi
 
     def _matmul(self, lo: int, hi: int) -> None:
         """``S += X^T (P u)`` for streams ``[lo, hi)``."""
@@ -107,7 +103,7 @@ class _Update:
             self.pu[:, lo:hi].reshape(t_len, hi - lo, -1).transpose(0, 1))
 
     def run(self) -> torch.Tensor:
-        step = _block(self.s_mat)
+        step = backends.stream_block(self.s_mat)
         for lo in range(self.upto, self.s_mat.shape[0], step):
             self.block(lo, min(lo + step, self.s_mat.shape[0]))
         return self.s_mat
@@ -121,17 +117,6 @@ def _apply_blocks(p: torch.Tensor, s: torch.Tensor) -> None:
     new0 = torch.addcmul(s0 * p[..., 0, 0], s1, p[..., 0, 1])
     s1.mul_(p[..., 1, 1]).addcmul_(s0, p[..., 1, 0])
     s0.copy_(new0)
-
-
-#: Streams per block in the fused backward. Blocks of [2, I, M, N] (1 MB at I=257, N=256)
-#: stay cache-resident; in place, 2 beat 1, 4 and 8 by 1-3% at B=32, T=50.
-_BLOCK = 2
-
-
-def _block(s_mat: torch.Tensor) -> int:
-    """Streams per block: cache-sized on the CPU; on a GPU the whole batch, in one kernel
-    per operation rather than a Python loop over streams."""
-    return _BLOCK if s_mat.device.type == "cpu" else max(1, s_mat.shape[0])
 
 
 class _Injection(torch.autograd.Function):
@@ -156,60 +141,15 @@ class _Injection(torch.autograd.Function):
         s_mat, s_vec = ctx.saved_tensors
         update = ctx.update[0] if ctx.update and ctx.update[0].upto == 0 else None
         # acc [I, M, N(, K)] = sum_b g[b, n] * S[b, i, j, n], with the pending update in
-        # the same read of S: a threaded kernel on the CPU, else blocks of streams (no
-        # [B, ...] temporary; 2-3x faster than multiply-then-sum, bmm or einsum), each
-        # updated right after it was read, while it is still in cache.
+        # the same read of S, by the kernel backend that takes S (KernelBackend.backward).
         g = g.view(s_vec.shape[0], *s_vec.shape[2:])  # [B, N(, K)]
-        kernels = _fused_kernels(s_mat)
-        if kernels is not None:
-            acc = (_grad_and_scale(kernels, s_mat, g) if update is None
-                   else update.with_grad(g, kernels))
-        else:
-            acc = _blocked_backward(s_mat, g, update)
+        with torch.no_grad():
+            acc = backends.pass_backend(s_mat).backward(s_mat, g, update)
         g_vec = (s_vec * g[:, None]).sum(0)
         if g.dim() == 3:  # sum over the K reals of each unit
             acc, g_vec = acc.sum(-1), g_vec.sum(-1)
         g_mat = [acc[:, j].t() for j in range(acc.shape[1])]  # [N, I] views
         return (None, None, None, *g_mat, *g_vec.unbind(0))
-
-
-def _fused_kernels(s_mat: torch.Tensor):
-    """The module whose fused kernels take ``s_mat``: ``sensitivity_pass`` (numba, CPU),
-    ``sensitivity_triton`` (CUDA, where triton is installed), or None (blocked PyTorch)."""
-    if sensitivity_pass.usable(s_mat):
-        return sensitivity_pass
-    modules = triton_modules() if s_mat.is_cuda and s_mat.is_contiguous() else None
-    if modules is not None and modules[0].usable(s_mat):
-        return modules[1]
-    return None
-
-
-def _grad_and_scale(kernels, s_mat: torch.Tensor, g: torch.Tensor,
-                    p0: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_b s_mat[b] * g[b]`` and, with ``p0``, ``s_mat *= p0`` in the same pass."""
-    if kernels is sensitivity_pass:
-        return sensitivity_pass.grad_and_update(s_mat, g, p0)
-    acc = kernels.grad_and_scale(s_mat, g, p0)
-    if p0 is not None:
-        increment_version(s_mat)  # written behind autograd's back: a second backward fails
-    return acc
-
-
-def _blocked_backward(s_mat: torch.Tensor, g: torch.Tensor, update) -> torch.Tensor:
-    """``sum_b S[b] * g[b]`` ``[I, M, N(, K)]``, a block of streams at a time, each block
-    updated right after it was read, while it is still in cache."""
-    g_b = g[:, None, None]
-    acc = None
-    step = _block(s_mat)
-    for lo in range(0, s_mat.shape[0], step):
-        hi = min(lo + step, s_mat.shape[0])
-        if acc is None:
-            acc = s_mat[lo:hi] * g_b[lo:hi]
-        else:
-            acc[: hi - lo].addcmul_(s_mat[lo:hi], g_b[lo:hi])
-        if update is not None:
-            update.block(lo, hi)
-    return acc.sum(0)
 
 
 class RTRL(TemporalGrad):
@@ -236,9 +176,13 @@ class RTRL(TemporalGrad):
             self.description = "exact untruncated RTRL (chunked form)"
         self._s_mat: list[torch.Tensor] = []
         self._s_vec: list[torch.Tensor] = []
+        bad = [type(layer).__name__ for layer in self.layers
+               if not isinstance(layer, RTRLLayer) or layer.block not in (1, 2)]
+        if bad:
+            raise TypeError(f"grad=rtrl needs RTRLLayer layers of block 1 or 2, not {bad}")
         param = next(core.parameters(), None)
-        if param is not None and param.device.type == "cpu":
-            warm_up(param.dtype)  # the CPU kernel's JIT load, here rather than in update 1
+        if param is not None:
+            backends.warm_up(param.device, param.dtype)  # JIT loads here, not in update 1
         # Per layer, the update of the matrix sensitivities of the last chunk, until it ran.
         self._pending: dict[int, _Update] = {}
 
@@ -247,13 +191,6 @@ class RTRL(TemporalGrad):
         for update in self._pending.values():
             update.run()  # in place on self._s_mat[k]
         self._pending.clear()
-
-    @staticmethod
-    def _layout(params: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-        """A layer's recurrent parameter names: the ``[N, I]`` matrices, the ``[N]`` vectors."""
-        mats = [k for k, v in params.items() if v.dim() == 2]
-        vecs = [k for k, v in params.items() if v.dim() == 1]
-        return mats, vecs
 
     def _ensure(self, like: torch.Tensor) -> None:
         if self._s_mat and self._s_mat[0].device == like.device and (
@@ -265,11 +202,11 @@ class RTRL(TemporalGrad):
             self._s_vec = [s.to(like) for s in self._s_vec]
             return
         for layer in self.layers:
-            mats, vecs = self._layout(layer.recurrent_params())
+            m, v = len(layer.matrix_names), len(layer.vector_names)
             n, i = layer.hidden_size, layer.input_size
-            k = (2,) if getattr(layer, "block", 1) == 2 else ()
-            self._s_mat.append(like.new_zeros(self.num_streams, i, len(mats), n, *k))
-            self._s_vec.append(like.new_zeros(self.num_streams, len(vecs), n, *k))
+            k = (layer.block,) if layer.block > 1 else ()  # block 1: no trailing axis
+            self._s_mat.append(like.new_zeros(self.num_streams, i, m, n, *k))
+            self._s_vec.append(like.new_zeros(self.num_streams, v, n, *k))
 
     def unroll(self, x, state, first, stream_ids=None, advance=True):
         if not self.layers:
@@ -281,7 +218,7 @@ class RTRL(TemporalGrad):
         layers_states = zip(self.layers, self.core.split_state(state), strict=True)
         for k, (layer, c0) in enumerate(layers_states):
             params = layer.recurrent_params()
-            mats, vecs = self._layout(params)
+            mats, vecs = list(layer.matrix_names), list(layer.vector_names)
             s_mat = self._s_mat[k] if ids is None else self._s_mat[k][ids]
             s_vec = self._s_vec[k] if ids is None else self._s_vec[k][ids]
             # The update is built after the unroll but read by the injection's backward:
@@ -295,7 +232,7 @@ class RTRL(TemporalGrad):
                 finals.append(c_t)
                 continue
             assert terms is not None and terms.keys() == (mats, vecs)
-            pu, p0, new_vec = chunk_factors(terms, first, s_vec)
+            pu, p0, new_vec = backends.chunk_factors(terms, first, s_vec)
             if ids is None:
                 update = _Update(out.detach(), pu, p0, s_mat)
                 holder.append(update)
@@ -316,7 +253,7 @@ class RTRL(TemporalGrad):
         self._sync()
         result = []
         for k, layer in enumerate(self.layers):
-            mats, vecs = self._layout(layer.recurrent_params())
+            mats, vecs = layer.matrix_names, layer.vector_names
             d = ({p: self._s_mat[k][:, :, j].transpose(1, 2).contiguous()
                   for j, p in enumerate(mats)} if self._s_mat else {})
             if self._s_vec:

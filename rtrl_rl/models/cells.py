@@ -22,11 +22,13 @@ import torch
 from torch import nn
 
 from rtrl_rl.models.options import CoreOptions
+from rtrl_rl.models.rtrl_contracts import ELSTMSweepTerms, RTRLLayer, RTRLTerms
 
 
 @dataclass
-class ElementwiseTerms:
-    """Forward quantities that RTRL needs from one element-wise layer over a chunk.
+class ElementwiseTerms(RTRLTerms):
+    """Forward quantities that RTRL needs from one element-wise layer over a chunk (the
+    ``RTRLTerms`` of a ``block = 1`` layer).
 
     All tensors are detached, ``[T, B, N]``.
     a: the diagonal Jacobian ``dc_t / dc_{t-1}`` (before the episode-start mask).
@@ -40,26 +42,38 @@ class ElementwiseTerms:
     a: torch.Tensor
     matrix: dict[str, torch.Tensor]
     vector: dict[str, tuple[str, torch.Tensor | None]]
+    block = 1
+    sweep = None  # generic element-wise terms: the PyTorch form only
+
+    @property
+    def like(self) -> torch.Tensor:
+        return self.a
 
     def keys(self) -> tuple[list[str], list[str]]:
         """The matrix and the vector parameter names, in order."""
         return list(self.matrix), list(self.vector)
 
 
-class ELSTMTerms(ElementwiseTerms):
+class ELSTMTerms(ElementwiseTerms, ELSTMSweepTerms):
     """The eLSTM's terms, kept as ``c_prev, z, f [T, B, N]`` (detached) and ``w_z, w_f [N]``
     (copies). ``a``, ``matrix`` and ``vector`` are derived on first access; the fused CPU
     kernel of the RTRL factors (``rtrl_rl.grad.factors``) reads the raw quantities instead
-    and never materialises them.
+    and never materialises them (``sweep = "elstm"``).
 
     With ``zeta = (1 - f)(1 - z^2) = dc/d(pre_z)`` and ``phi = (c_prev - z) f (1 - f) =
     dc/d(pre_f)``: ``a = f + w_z zeta + w_f phi``, the ``W_z / W_f`` terms are ``zeta / phi``,
     and the ``w`` terms carry the factor ``c_prev`` (the biases none).
     """
 
+    sweep = "elstm"
+
     def __init__(self, c_prev: torch.Tensor, z: torch.Tensor, f: torch.Tensor,
                  w_z: torch.Tensor, w_f: torch.Tensor) -> None:  # no dataclass __init__
         self.c_prev, self.z, self.f, self.w_z, self.w_f = c_prev, z, f, w_z, w_f
+
+    @property
+    def like(self) -> torch.Tensor:
+        return self.z  # not ``a``, which would derive the terms the kernels never need
 
     def keys(self) -> tuple[list[str], list[str]]:
         return ["W_z", "W_f"], ["w_z", "w_f", "b_z", "b_f"]
@@ -94,7 +108,7 @@ def _mask(first_t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return (~first_t).to(like.dtype).unsqueeze(-1)
 
 
-class ELSTMLayer(nn.Module):
+class ELSTMLayer(nn.Module, RTRLLayer):
     """One eLSTM layer. Recurrent parameters: ``W_z, W_f [N, I]``, ``w_z, w_f, b_z, b_f [N]``;
     the output gate ``W_o [N, I + N], b_o [N]`` is feed-forward.
 
@@ -102,7 +116,9 @@ class ELSTMLayer(nn.Module):
     chunk; only element-wise work runs step by step.
     """
 
-    recurrent_names = ("W_z", "W_f", "w_z", "w_f", "b_z", "b_f")
+    block = 1
+    matrix_names = ("W_z", "W_f")
+    vector_names = ("w_z", "w_f", "b_z", "b_f")
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
         super().__init__()
@@ -124,7 +140,7 @@ class ELSTMLayer(nn.Module):
         nn.init.uniform_(self.W_o, -1.0 / math.sqrt(i + n), 1.0 / math.sqrt(i + n))
 
     def recurrent_params(self) -> dict[str, nn.Parameter]:
-        return {k: getattr(self, k) for k in self.recurrent_names}
+        return {k: getattr(self, k) for k in (*self.matrix_names, *self.vector_names)}
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``x [T, B, I]`` -> pre-activations ``[T, B, 3N]`` (z | f | o-from-x)."""

@@ -35,11 +35,13 @@ from torch import nn
 from rtrl_rl.errors import check, choice
 from rtrl_rl.models.cells import LayerStack
 from rtrl_rl.models.options import CoreOptions
+from rtrl_rl.models.rtrl_contracts import RTRLLayer, RTRLTerms
 
 
 @dataclass
-class PairTerms:
-    """Forward quantities RTRL needs from one pair layer over a chunk (all detached).
+class PairTerms(RTRLTerms):
+    """Forward quantities RTRL needs from one pair layer over a chunk (all detached): the
+    ``RTRLTerms`` of a ``block = 2`` layer, which the fused ``pairs`` sweeps take whole.
 
     a: ``[T, B, N, 2, 2]``, the Jacobian block ``d c_t[n] / d c_{t-1}[n]`` (before the
         episode-start mask; rows: which component of ``c_t``).
@@ -50,7 +52,12 @@ class PairTerms:
     a: torch.Tensor
     matrix: dict[str, torch.Tensor]
     vector: dict[str, torch.Tensor]
-    block = 2  # reals per unit
+    block = 2
+    sweep = "pairs"
+
+    @property
+    def like(self) -> torch.Tensor:
+        return self.a
 
     def keys(self) -> tuple[list[str], list[str]]:
         return list(self.matrix), list(self.vector)
@@ -69,12 +76,13 @@ def _ring_init(n: int, r_min: float, r_max: float, max_phase: float
     return torch.log(-0.5 * torch.log(r_sq)), torch.log(max_phase * u2)
 
 
-class PairLayer(nn.Module, ABC):
+class PairLayer(nn.Module, RTRLLayer, ABC):
     """Shared recurrence of the RTU and LRU layers. Subclasses set the input matrices'
     names, the normalisation and the readout."""
 
     block = 2
-    mats: tuple[str, str]
+    matrix_names: tuple[str, str]  # the input matrices of the pair's two components
+    vector_names: tuple[str, ...] = ("nu_log", "theta_log")
     nonlinear = False  # relu inside the recurrence
 
     def __init__(self, input_size: int, hidden_size: int, r_min: float = 0.9,
@@ -85,17 +93,13 @@ class PairLayer(nn.Module, ABC):
         self.input_size, self.hidden_size = input_size, hidden_size
         self.state_size = 2 * hidden_size
         nu_log, theta_log = _ring_init(hidden_size, r_min, r_max, max_phase)
-        for name in self.mats:
+        for name in self.matrix_names:
             self.register_parameter(name, nn.Parameter(torch.empty(hidden_size, input_size)))
         self.nu_log = nn.Parameter(nu_log)
         self.theta_log = nn.Parameter(theta_log)
 
     def recurrent_params(self) -> dict[str, nn.Parameter]:
-        return {k: getattr(self, k) for k in self.recurrent_names}
-
-    @property
-    def recurrent_names(self) -> tuple[str, ...]:
-        return (*self.mats, "nu_log", "theta_log")
+        return {k: getattr(self, k) for k in (*self.matrix_names, *self.vector_names)}
 
     @abstractmethod
     def norm(self, r: torch.Tensor) -> torch.Tensor:
@@ -118,7 +122,8 @@ class PairLayer(nn.Module, ABC):
         t_len, b = x.shape[:2]
         n = self.hidden_size
         nu, theta, r, g, phi, norm = self._rotation()
-        wx = F.linear(x, torch.cat([getattr(self, k) for k in self.mats])).view(t_len, b, 2, n)
+        weight = torch.cat([getattr(self, k) for k in self.matrix_names])
+        wx = F.linear(x, weight).view(t_len, b, 2, n)
         inp = norm * wx  # [T, B, 2, N]
         c = c0.view(b, n, 2)
         keep = (~first).to(x.dtype)
@@ -157,8 +162,8 @@ class PairLayer(nn.Module, ABC):
         zero = torch.zeros_like(norm)
         # The linear recurrence's terms need no relu derivative d: its Jacobian block and
         # the matrices' terms are then the same at every step and stream (broadcast views).
-        matrix = {self.mats[0]: torch.stack([norm, zero], -1).expand(shape),
-                  self.mats[1]: torch.stack([zero, norm], -1).expand(shape)}
+        matrix = {self.matrix_names[0]: torch.stack([norm, zero], -1).expand(shape),
+                  self.matrix_names[1]: torch.stack([zero, norm], -1).expand(shape)}
         a = rot_block.expand(*shape, 2)  # [T, B, N, 2, 2]
         c = torch.view_as_complex(c_prev.contiguous())  # c1 + i c2, [T, B, N]
 
@@ -185,7 +190,7 @@ class RTULayer(PairLayer):
     ``readout="gelu"`` the state goes through the LRU's readout layer instead,
     ``gelu(W_y c + b_y)`` ``[T, B, N]`` (outside the recurrence, so autograd trains it)."""
 
-    mats = ("W_c1", "W_c2")
+    matrix_names = ("W_c1", "W_c2")
 
     def __init__(self, input_size: int, hidden_size: int, recurrence: str = "linear",
                  readout: str = "relu", **ring: float) -> None:
@@ -196,7 +201,7 @@ class RTULayer(PairLayer):
         super().__init__(input_size, hidden_size, **ring)
         self.nonlinear = recurrence == "nonlinear"
         self.output_size = 2 * hidden_size
-        for name in self.mats:
+        for name in self.matrix_names:
             nn.init.normal_(getattr(self, name), std=1.0 / math.sqrt(input_size))
         self.gelu_readout = readout == "gelu"
         if self.gelu_readout:
@@ -222,23 +227,20 @@ class LRULayer(PairLayer):
     """The linear recurrent unit: learned normalisation ``exp(gamma_log)`` and a GELU
     readout ``[T, B, N]``."""
 
-    mats = ("B_re", "B_im")
+    matrix_names = ("B_re", "B_im")
+    vector_names = (*PairLayer.vector_names, "gamma_log")
 
     def __init__(self, input_size: int, hidden_size: int, **ring: float) -> None:
         super().__init__(input_size, hidden_size, **ring)
         with torch.no_grad():
             r = torch.exp(-self.nu_log.exp())
             self.gamma_log = nn.Parameter(0.5 * torch.log1p(-r * r))
-        for name in self.mats:
+        for name in self.matrix_names:
             nn.init.normal_(getattr(self, name), std=1.0 / math.sqrt(2 * input_size))
         self.W_y = nn.Parameter(torch.randn(hidden_size, 2 * hidden_size)
                                 / math.sqrt(2 * hidden_size))
         self.b_y = nn.Parameter(torch.zeros(hidden_size))
         self.output_size = hidden_size
-
-    @property
-    def recurrent_names(self) -> tuple[str, ...]:
-        return (*super().recurrent_names, "gamma_log")
 
     def norm(self, r):
         return self.gamma_log.exp()

@@ -89,7 +89,7 @@ def test_chunked_rtrl_equals_step_by_step_reference(problem, blocks, monkeypatch
     gradient and scaling pass, then one matmul); cpu_blocks: blocks of streams (the CPU
     without numba); whole_batch: the GPU layout (one block of every stream, no Python loop
     over streams), run on the CPU."""
-    from rtrl_rl.grad import rtrl, sensitivity_pass
+    from rtrl_rl.grad import backends, sensitivity_pass
 
     if blocks.startswith("kernel"):
         assert sensitivity_pass.usable(torch.zeros(1, 1, 1, 1, dtype=torch.float64))
@@ -99,7 +99,7 @@ def test_chunked_rtrl_equals_step_by_step_reference(problem, blocks, monkeypatch
     else:
         monkeypatch.setattr(sensitivity_pass, "usable", lambda s_mat: False)
     if blocks == "whole_batch":
-        monkeypatch.setattr(rtrl, "_block", lambda s_mat: s_mat.shape[0])
+        monkeypatch.setattr(backends, "stream_block", lambda s_mat: s_mat.shape[0])
     x, first, readout = problem
     core = make_elstm()
     got, chunked = run_chunks(core, "rtrl", x, first, readout, T_CHUNK)

@@ -94,14 +94,14 @@ def test_chunked_rtrl_equals_one_bptt_pass(name, groups):
 @pytest.mark.parametrize("name", CELLS)
 def test_whole_batch_blocks_equal_cpu_blocks(name, monkeypatch):
     """The GPU layout (every stream in one block), run on the CPU."""
-    from rtrl_rl.grad import rtrl, sensitivity_pass
+    from rtrl_rl.grad import backends, sensitivity_pass
 
     monkeypatch.setattr(sensitivity_pass, "usable", lambda s_mat: False)
 
     core = _core(name, seed=1)
     x, first, readout = _problem(core, seed=6)
     want = _full_bptt(core, x, first, readout)
-    monkeypatch.setattr(rtrl, "_block", lambda s_mat: s_mat.shape[0])
+    monkeypatch.setattr(backends, "stream_block", lambda s_mat: s_mat.shape[0])
     got, _ = _chunked(core, "rtrl", x, first, readout)
     assert _rel_err(got, want) < 1e-12
 
@@ -146,7 +146,7 @@ def test_carried_sensitivities_equal_the_step_by_step_reference(name):
     layer = core.layers[0]
     want = _dense_reference(layer, x, core.initial_state(B, dtype=x.dtype), first)
     got = grad.sensitivities()[0]
-    k = getattr(layer, "block", 1)
+    k = layer.block
     ar = torch.arange(N)
     for name_p, dense in want.items():
         dense = dense.view(B, N, k, *dense.shape[2:])  # [B, N, K, ...]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtrl_rl.grad.factors import chunk_factors
+from rtrl_rl.grad.backends import chunk_factors
 from rtrl_rl.models.cells import ElementwiseTerms, ELSTMTerms
 
 T, B, N, V = 7, 3, 5, 4
@@ -158,7 +158,7 @@ def pair_factors_by_definition(terms, first, s_vec):
 def test_pair_factors_match_definition(backend):
     from rtrl_rl.grad import factors
 
-    if backend == "numba" and not factors._load_kernel():
+    if backend == "numba" and not factors.numba_sweeps():
         pytest.skip("numba is not installed")
     terms, first, s_vec = random_pair_terms()
     got = chunk_factors(terms, first, s_vec, backend=backend)
@@ -174,7 +174,7 @@ def test_pair_kernel_reads_broadcast_terms_without_copies(a_dims, u_dims):
     from rtrl_rl.grad import factors
     from rtrl_rl.models.pair_cells import PairTerms
 
-    if not factors._load_kernel():
+    if not factors.numba_sweeps():
         pytest.skip("numba is not installed")
     terms, first, s_vec = random_pair_terms(seed=1)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtrl_rl.grad.factors import chunk_factors
+from rtrl_rl.grad.backends import chunk_factors
 from tests.grad.test_factors import (
     pair_factors_by_definition,
     random_elstm_terms,
@@ -127,11 +127,11 @@ def check_engine() -> None:
     interleaved stream groups)."""
     import functools
 
-    from rtrl_rl.grad import rtrl, sensitivity_triton
+    from rtrl_rl.grad import backends
     from tests.grad import test_exactness_cells as cells
 
-    rtrl.chunk_factors = functools.partial(chunk_factors, backend="triton")
-    rtrl._fused_kernels = lambda s_mat: sensitivity_triton
+    backends.chunk_factors = functools.partial(chunk_factors, backend="triton")
+    backends.pass_backend = lambda s_mat: backends.TRITON
     for name in cells.CELLS:
         for groups in (None, cells.GROUPS):
             core = cells._core(name)

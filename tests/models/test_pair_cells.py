@@ -50,7 +50,7 @@ def _call(layer, names, values, x, c0, first):
 def _complex_reference(layer, x, c0, first):
     """The layer as a complex recurrence, ``lambda = exp(-exp(nu) + i exp(theta))``."""
     lam = torch.exp(-layer.nu_log.exp() + 1j * layer.theta_log.exp())
-    w1, w2 = (getattr(layer, k) for k in layer.mats)
+    w1, w2 = (getattr(layer, k) for k in layer.matrix_names)
     if isinstance(layer, LRULayer):
         norm = layer.gamma_log.exp()
     else:
@@ -92,7 +92,7 @@ def test_declared_terms_are_the_autograd_derivatives(name):
     x1, no_start = x[:1], torch.zeros(1, B, dtype=torch.bool)
     _, _, terms = layer.unroll(x1, c0, no_start, with_terms=True)
     assert isinstance(terms, PairTerms) and terms.keys() == (
-        list(layer.mats), [k for k in layer.recurrent_names if k not in layer.mats])
+        list(layer.matrix_names), list(layer.vector_names))
     params = layer.recurrent_params()
     names = list(params)
 
