@@ -68,8 +68,9 @@ class ModelBase:
     The core's own options are in the block named for it (``model.elstm``, ``model.rtu``,
     ...); only the block of ``model.core`` is used."""
 
-    stem: str = "mlp"
-    """Observation encoder: ``impala`` (ResNet 16-32-32), ``nature`` (DQN conv) or ``mlp``."""
+    stem: str = "auto"
+    """Observation encoder: ``impala`` (ResNet 16-32-32), ``nature`` (DQN conv), ``mlp``, or
+    ``auto`` (``impala`` for image observations, ``mlp`` for vectors)."""
     stem_hidden: list[int] = field(default_factory=lambda: [64])
     """The MLP stem's layer sizes."""
     stem_out: int = 256
@@ -93,7 +94,7 @@ class ModelBase:
     """``torch.compile`` the stem, in each process that runs it."""
 
     def __post_init__(self) -> None:
-        choice(self.stem, "model.stem", ("impala", "nature", "mlp"))
+        choice(self.stem, "model.stem", ("auto", "impala", "nature", "mlp"))
         choice(self.amp, "model.amp", ("none", "bf16"))
         choice(self.core, "model.core", tuple(CORES))
         check(self.hidden_size >= 1, "model.hidden_size", f"must be >= 1, got {self.hidden_size}")

@@ -127,7 +127,10 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
     def pair(k: str) -> str:
         return f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
 
-    fatal = [pair(k) for k in changed if _must_match(k)]
+    # model.stem=auto picks a stem from the env's observations: resuming a run that named
+    # one is fine when auto picks the same, and loading the weights fails when it does not
+    fatal = [pair(k) for k in changed
+             if _must_match(k) and not (k == "model.stem" and new.get(k) == "auto")]
     if fatal:
         raise ConfigError(f"resume: the config differs from checkpoint {source.name} in keys "
                           f"that define shapes or carried state: {'; '.join(fatal)}")

@@ -64,7 +64,10 @@ def test_an_old_config_reads_in_the_new_layout():
 
 def test_an_old_checkpoint_resumes_and_still_guards_the_core_options():
     changes = check_resume_config(OLD, current(), Path("ckpt_0.pt"))
-    assert not [c for c in changes if c.startswith(("model.", "algo.", "runner."))], changes
+    # model.stem: a run that named its stem resumes under stem=auto (the weights must fit)
+    assert "model.stem: 'mlp' -> 'auto'" in changes
+    assert not [c for c in changes if c.startswith(("model.", "algo.", "runner."))
+                and not c.startswith("model.stem")], changes
     # another core's options do not matter to this run
     assert check_resume_config(OLD, current("model.lru.r_min=0.5"), Path("c.pt")) == changes
     with pytest.raises(ConfigError, match=r"model.elstm.forget_bias: 3.0 -> 2.0"):

@@ -20,7 +20,7 @@ from rtrl_rl.models.cells import Core
 from rtrl_rl.models.heads import PolicyValueHead
 from rtrl_rl.models.policy_dist import make_policy_dist
 from rtrl_rl.models.registry import make_core
-from rtrl_rl.models.stems import make_obs_stem
+from rtrl_rl.models.stems import make_obs_stem, resolve_stem
 
 
 class Agent(nn.Module):
@@ -35,7 +35,7 @@ class Agent(nn.Module):
         # The flag joins a vector observation before the MLP stem, whose features can then
         # mark "this card, at the first step": a linear recurrence (RTU, LRU) cannot form
         # that product itself. After an image stem it joins the features.
-        self.first_in_stem = first_input and cfg.stem == "mlp"
+        self.first_in_stem = first_input and resolve_stem(cfg.stem, spec) == "mlp"
         self.first_in_core = first_input and not self.first_in_stem
         stem_spec = spec
         if self.first_in_stem:

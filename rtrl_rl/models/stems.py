@@ -232,14 +232,25 @@ class SplitStem(nn.Module):
         return torch.cat([feats, obs[..., self.split :].to(feats.dtype)], -1)
 
 
+def resolve_stem(kind: str, spec) -> str:
+    """``auto``: the IMPALA ResNet for observations that are or carry an image, the MLP for
+    vectors; any other kind as it is."""
+    if kind != "auto":
+        return kind
+    image = spec.image_shape is not None or len(spec.obs_shape) == 3
+    return "impala" if image else "mlp"
+
+
 def make_obs_stem(cfg, spec) -> nn.Module:
-    """The stem a ``ModelConfig`` asks for, fitted to an ``EnvSpec``: an image stem on an
-    observation that carries a flattened image part (``spec.image_shape``) reads that part
-    and passes the rest on (``SplitStem``); otherwise ``make_stem`` on the whole."""
-    if cfg.stem in _IMAGE_STEMS and spec.image_shape is not None:
+    """The stem a ``ModelConfig`` asks for, fitted to an ``EnvSpec`` (``auto``: see
+    ``resolve_stem``): an image stem on an observation that carries a flattened image part
+    (``spec.image_shape``) reads that part and passes the rest on (``SplitStem``); otherwise
+    ``make_stem`` on the whole."""
+    kind = resolve_stem(cfg.stem, spec)
+    if kind in _IMAGE_STEMS and spec.image_shape is not None:
         rest = spec.obs_shape[0] - math.prod(spec.image_shape)
-        image = make_stem(cfg.stem, spec.image_shape, out_dim=cfg.stem_out)
+        image = make_stem(kind, spec.image_shape, out_dim=cfg.stem_out)
         return SplitStem(image, spec.image_shape, rest)
-    if cfg.stem == "mlp":
+    if kind == "mlp":
         return make_stem("mlp", spec.obs_shape, hidden=tuple(cfg.stem_hidden))
-    return make_stem(cfg.stem, spec.obs_shape, out_dim=cfg.stem_out)
+    return make_stem(kind, spec.obs_shape, out_dim=cfg.stem_out)

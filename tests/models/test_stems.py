@@ -218,3 +218,13 @@ def test_image_stems_divide_uint8_pixels_by_255(kind: str):
         out = stem(x)
     assert expected.abs().max() > 1e-3  # not all ReLU-dead
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_stem_follows_the_observations():
+    from rtrl_rl.envs.base import EnvSpec
+    from rtrl_rl.models.stems import resolve_stem
+
+    image = EnvSpec(obs_shape=(3, 64, 64), obs_dtype=torch.uint8, num_actions=15, num_envs=1)
+    vector = EnvSpec(obs_shape=(7,), obs_dtype=torch.float32, num_actions=2, num_envs=1)
+    assert resolve_stem("auto", image) == "impala" and resolve_stem("auto", vector) == "mlp"
+    assert resolve_stem("nature", vector) == "nature"  # a named stem is kept (and checked later)

@@ -54,3 +54,14 @@ def test_eval_episodes_and_agent_steps(tmp_path):
     assert math.isfinite(result["return_mean"]) and result["length_mean"] > 0
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [float(r["agent_steps"]) * 4 for r in rows] == [float(r["env_frames"]) for r in rows]
+
+
+def test_the_default_model_takes_images_with_stem_auto(tmp_path):
+    """``rtrl-train env=procgen``: the default model's ``stem=auto`` picks the IMPALA ResNet
+    for ProcGen's frames (and the MLP for the default job's vectors)."""
+    cfg = make_cfg(tmp_path, "env=procgen", "env.game=coinrun", "max_updates=2",
+                   "runner.total_frames=20000", "runner.num_envs=2", "model.stem_out=16")
+    assert cfg.model.stem == "auto"
+    train(cfg)
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    assert any(k.startswith("stem.groups.") for k in ckpt["agent"]), list(ckpt["agent"])
