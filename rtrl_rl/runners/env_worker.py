@@ -23,7 +23,14 @@ from rtrl_rl.envs.base import TimeStep, VecEnv
 from rtrl_rl.envs.guard import take_counts
 from rtrl_rl.rollout import Rollout
 from rtrl_rl.runners.inference_server import REPLY, REQUEST, SPIN_S
-from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded, take_messages
+from rtrl_rl.runners.procs import (
+    LearnerGone,
+    Waiter,
+    guarded,
+    recv_frame,
+    send_frame,
+    take_messages,
+)
 
 #: Rollout fields an env group writes; the server writes action, dist_params, core_state and
 #: policy_version. Entry T of all of them is carried over to entry 0 of the next slot.
@@ -119,7 +126,7 @@ def env_worker_main(h: EnvWorkerHandles) -> None:
 
 def _request(h: EnvWorkerHandles, g: int, slot: int, t: int) -> None:
     try:
-        h.step_conn.send_bytes(REQUEST.pack(g, slot, t, h.generation))
+        send_frame(h.step_conn, REQUEST.pack(g, slot, t, h.generation))
     except OSError:
         raise LearnerGone from None
 
@@ -148,7 +155,7 @@ def _run(h: EnvWorkerHandles, parent: int) -> None:
             if h.step_conn in ready:
                 try:
                     while h.step_conn.poll(0):
-                        g, gen = REPLY.unpack(h.step_conn.recv_bytes())
+                        g, gen = REPLY.unpack(recv_frame(h.step_conn, REPLY.size))
                         if gen == h.generation:  # not a reply meant for a dead predecessor
                             replied.append(g)
                 except (EOFError, OSError):

@@ -34,7 +34,7 @@ import torch
 
 from rtrl_rl.models.traced import traced_step
 from rtrl_rl.rollout import Rollout
-from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded
+from rtrl_rl.runners.procs import LearnerGone, Waiter, guarded, recv_frame, send_frame
 from rtrl_rl.runners.weights import WeightBoard
 
 #: worker -> server: (group, slot, t, generation). server -> worker: (group, generation).
@@ -137,7 +137,7 @@ class InferenceServer:
             if w is None:
                 continue
             while conn.poll(0):
-                g, slot, t, gen = REQUEST.unpack(conn.recv_bytes())
+                g, slot, t, gen = REQUEST.unpack(recv_frame(conn, REQUEST.size))
                 if gen == int(self.generations[w]):
                     requests.append((w, g, slot, t, gen))
         return requests
@@ -161,7 +161,7 @@ class InferenceServer:
                 continue
             self.serve([r[:4] for r in requests])
             for w, g, _, _, gen in requests:
-                conns[w].send_bytes(REPLY.pack(g, gen))
+                send_frame(conns[w], REPLY.pack(g, gen))
 
 
 @dataclass

@@ -122,3 +122,25 @@ def take_messages(conn, free: list[list[int]], parent: int, timeout: float) -> N
             ready = conn.poll(0)
     except (EOFError, OSError):
         raise LearnerGone from None
+
+
+def send_frame(conn, frame: bytes) -> None:
+    """One fixed-size message on a step pipe, in one write (a few bytes: the kernel moves
+    it whole). ``Connection.send_bytes``/``recv_bytes`` frame a message as a length header
+    and a payload that the reader takes in two reads: a reader killed between them (the
+    inference process, SIGKILLed) leaves the payload to be read as the next header, and
+    the pipe's next reader blocks for ever."""
+    os.write(conn.fileno(), frame)
+
+
+def recv_frame(conn, size: int) -> bytes:
+    """One fixed-size message of ``size`` bytes (see ``send_frame``)."""
+    frame = os.read(conn.fileno(), size)
+    if not frame:
+        raise EOFError
+    while len(frame) < size:  # only while a writer is inside its one write
+        more = os.read(conn.fileno(), size - len(frame))
+        if not more:
+            raise EOFError
+        frame += more
+    return frame

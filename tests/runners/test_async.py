@@ -303,3 +303,42 @@ def test_waiter_returns_ready_and_closed_connections_and_times_out(spin_s):
     assert waiter.wait(0.5) == [a]
     with pytest.raises(EOFError):
         a.recv_bytes()
+
+
+def _read_one_frame_then_hang(conn, size, done):
+    from rtrl_rl.runners.procs import recv_frame
+
+    recv_frame(conn, size)
+    done.set()
+    time.sleep(60)  # killed here, like an inference process SIGKILLed between two frames
+
+
+def test_a_reader_killed_between_frames_leaves_the_pipe_in_step():
+    """Step pipes carry fixed-size frames, each read in one call: after a reader is
+    SIGKILLed (the inference process), the next reader of the same pipe gets whole frames.
+    (``Connection.recv_bytes`` reads a header and a payload in two calls; a reader killed
+    between them left the payload to be read as the next header, and the next reader
+    blocked for ever.)"""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from rtrl_rl.runners.inference_server import REQUEST
+    from rtrl_rl.runners.procs import recv_frame, send_frame
+
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe(duplex=True)
+    for k in range(3):
+        send_frame(ours, REQUEST.pack(k, k + 1, k + 2, 7))
+    done = ctx.Event()
+    reader = ctx.Process(target=_read_one_frame_then_hang, args=(theirs, REQUEST.size, done))
+    reader.start()
+    assert done.wait(60)
+    os.kill(reader.pid, signal.SIGKILL)
+    reader.join(10)
+    assert REQUEST.unpack(recv_frame(theirs, REQUEST.size)) == (1, 2, 3, 7)
+    assert REQUEST.unpack(recv_frame(theirs, REQUEST.size)) == (2, 3, 4, 7)
+    assert not theirs.poll(0)
+    ours.close()
+    with pytest.raises(EOFError):
+        recv_frame(theirs, REQUEST.size)
