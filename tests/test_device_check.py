@@ -36,3 +36,18 @@ def test_bench_throughput_refuses_an_unknown_placement_in_one_line():
     last = run.stderr.strip().splitlines()[-1]
     assert "--placements: unknown gpu (choose from sync, worker, learner)" in last
     assert "env-only" not in run.stdout  # refused before any env started
+
+
+def test_learning_stage_skips_stages_of_zero_seconds_and_writes_results(tmp_path):
+    """scripts/device_learn.sh's plumbing: stages of 0 s are skipped, results.json is
+    written with the machine and the date (its runs run on the GPU machine, or with
+    --dry-run on the CPU)."""
+    out = tmp_path / "learn"
+    env = {**os.environ, "PONG_S": "0", "BPTT_S": "0", "PROCGEN_S": "0", "PY": sys.executable}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "device_learn.sh"), str(out),
+                          "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["runs"] == {} and result["torch"] and result["date"].startswith("20")
+    log = (out / "device_learn.log").read_text()
+    assert "pong_rtrl: skipped (0 s)" in log and "pong_bptt: skipped (0 s)" in log
