@@ -43,6 +43,9 @@ COPY scripts ./scripts
 COPY tests ./tests
 COPY Makefile ./
 # Editable install: configs/ are read from the source tree (rtrl_rl/train.py: CONFIG_DIR).
-RUN pip install -e ".[dev,sweep]" && touch .venv/bin/.installed
+# ProcGen's games without their gym3/gym wrappers, which pin numpy < 2 (see the Makefile).
+RUN pip install -e ".[dev,sweep]" \
+    && pip install --no-deps "procgen-mirror==0.10.7" \
+    && touch .venv/bin/.installed
 
 CMD ["rtrl-train", "--help"]

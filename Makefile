@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+PROCGEN := "procgen-mirror==0.10.7; python_version >= '3.11' and python_version < '3.13'"
 
 .PHONY: train test test-all lint bench clean-venv
 
@@ -16,6 +17,9 @@ $(BIN)/.installed: pyproject.toml
 		$(BIN)/python -m pip install -q torch==2.13.0; \
 	fi
 	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
+	@# ProcGen's games (Python 3.11 and 3.12 wheels) without their gym3/gym wrappers, which pin
+	@# numpy < 2 and which rtrl_rl does not use (rtrl_rl/envs/procgen_lib.py drives the games).
+	$(BIN)/python -m pip install -q --no-deps $(PROCGEN)
 	touch $@
 
 train: $(BIN)/.installed

@@ -64,12 +64,17 @@ try:
                                         timeout=20).stdout.strip()
 except (OSError, subprocess.SubprocessError):
     info["nvidia_smi"] = None
+def procgen_games():  # the compiled games, without procgen's gym3 wrappers
+    from rtrl_rl.envs.procgen_lib import ProcgenLib
+    ProcgenLib(1, "coinrun", num_threads=0).close()
+
 families = {}
-for family, module in (("atari", "ale_py"), ("procgen", "procgen"), ("config", "hydra")):
+for family, check in (("atari", lambda: __import__("ale_py")), ("procgen", procgen_games),
+                      ("config", lambda: __import__("hydra"))):
     try:
-        __import__(module)
+        check()
         families[family] = "ok"
-    except Exception as e:  # numpy 2 against a numpy<2 build, a missing wheel, ...
+    except Exception as e:  # a missing wheel or system library, ...
         families[family] = f"skipped: {type(e).__name__}: {e}"
 info["families"] = families
 print(json.dumps(info, indent=1))

@@ -39,7 +39,7 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
 
 
 class _LevelSpy:
-    """Wraps a ProcgenGym3Env: records its level range and the level seeds it plays."""
+    """Wraps a ProcgenLib: records its level range and the level seeds it plays."""
 
     def __init__(self, real, kwargs: dict, log: list[dict]) -> None:
         self._env = real
@@ -59,13 +59,13 @@ class _LevelSpy:
 def test_eval_split_selects_the_procgen_levels_played(tmp_path, monkeypatch):
     """--split train plays the training levels [100, 103); --split eval only levels from
     103 upward, never seen in training."""
+    from rtrl_rl.envs import procgen as adapter
     from rtrl_rl.envs.config import INT32_MAX
-    from rtrl_rl.envs.procgen import _import_procgen
 
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # a tiny conv net: one thread is much faster
-        played = _levels_played_per_split(tmp_path, monkeypatch, _import_procgen())
+        played = _levels_played_per_split(tmp_path, monkeypatch, adapter)
     finally:
         torch.set_num_threads(threads)
     start, count, seeds = played["train"]
@@ -76,16 +76,16 @@ def test_eval_split_selects_the_procgen_levels_played(tmp_path, monkeypatch):
     assert seeds and min(seeds) >= 103
 
 
-def _levels_played_per_split(tmp_path, monkeypatch, procgen) -> dict[str, tuple]:
+def _levels_played_per_split(tmp_path, monkeypatch, adapter) -> dict[str, tuple]:
     """Train one update on levels [100, 103), then evaluate on each split with the backend
     spied on: ``{split: (start_level, num_levels, level seeds played)}``."""
     train(make_cfg(tmp_path, "experiment=procgen_r2ac", "env.game=bigfish",
                    "env.distribution_mode=easy", "env.start_level=100", "env.num_levels=3",
                    "model.stem=nature", "model.hidden_size=8", "model.stem_out=8",
                    "runner.num_envs=2", "runner.unroll=2", "max_updates=1", "torch_threads=1"))
-    real_cls = procgen.ProcgenGym3Env
+    real_cls = adapter.ProcgenLib
     log: list[dict] = []
-    monkeypatch.setattr(procgen, "ProcgenGym3Env",
+    monkeypatch.setattr(adapter, "ProcgenLib",
                         lambda **kw: _LevelSpy(real_cls(**kw), kw, log))
     played = {}
     for split in ("train", "eval"):

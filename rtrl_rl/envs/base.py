@@ -7,7 +7,8 @@ Conventions (shared by all runners and the learner):
   ints for discrete and multi-discrete spaces, floats for a box.
 - Auto-reset happens inside the same ``step`` call: when stream ``b``'s episode ends, the
   returned ``obs[b]`` is already the first observation of its next episode, ``first[b] = 1``,
-  and ``reward[b]`` is the last reward of the episode that just ended (gym3 convention).
+  and ``reward[b]`` is the last reward of the episode that just ended (gym3's and libenv's
+  convention).
   So a transition ``t -> t+1`` must not be bootstrapped across when ``first[t+1] = 1``, and
   the recurrent core zeroes its state (and RTRL its sensitivities) before consuming
   ``obs[t+1]``.

@@ -115,10 +115,11 @@ class AtariConfig(EnvOptions):
 
 @dataclass
 class ProcgenConfig(EnvOptions):
-    """ProcGen through gym3. Train levels are ``[start_level, start_level + num_levels)``
-    (``num_levels = 0``: all levels). The eval split uses ``num_eval_levels`` levels from
-    ``eval_start_level`` (default: the first level after the training range); 0 means every
-    level from there upward, i.e. levels never seen in training."""
+    """ProcGen (the compiled games, driven by ``procgen_lib``). Train levels are
+    ``[start_level, start_level + num_levels)`` (``num_levels = 0``: all levels). The eval
+    split uses ``num_eval_levels`` levels from ``eval_start_level`` (default: the first level
+    after the training range); 0 means every level from there upward, i.e. levels never seen
+    in training."""
 
     family: ClassVar[str] = "procgen"
     game: str = "coinrun"

@@ -1,13 +1,14 @@
-"""ProcGen through its gym3 vectorized env (``procgen.ProcgenGym3Env``).
+"""ProcGen: the compiled games of the ``procgen`` package, driven through their C interface
+(``rtrl_rl.envs.procgen_lib``; no ``gym3``, so numpy 2 works).
 
 Observations: ``uint8 [B, 3, 64, 64]`` RGB (the backend's HWC frames transposed to CHW);
 15 actions for every game.
 
-Auto-reset: gym3 already follows ``base.py``'s convention. After ``act``, ``observe`` returns
-``(reward, obs, first)`` where a stream whose episode just ended (death, success or the game's
-own time limit) reports that episode's last reward, ``first = 1`` and the first frame of its
-next level (the C++ game resets inside the same ``step``). So ``first`` is taken as is and
-``done = first`` after a step.
+Auto-reset: the games already follow ``base.py``'s convention. After ``act``, ``observe``
+returns ``(reward, obs, first)`` where a stream whose episode just ended (death, success or
+the game's own time limit) reports that episode's last reward, ``first = 1`` and the first
+frame of its next level (the C++ game resets inside the same ``step``). So ``first`` is taken
+as is and ``done = first`` after a step.
 
 Levels: the train split plays ``[start_level, start_level + num_levels)`` (``num_levels = 0``:
 the full level distribution); the eval split plays ``ProcgenConfig.eval_levels()``, by default
@@ -17,25 +18,15 @@ every level from ``start_level + num_levels`` upward (levels never seen in train
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import torch
 
 from rtrl_rl.envs.base import EnvSpec, EpisodeTracker, TimeStep, check_actions
 from rtrl_rl.envs.config import ProcgenConfig
+from rtrl_rl.envs.procgen_lib import ProcgenLib
 from rtrl_rl.envs.seeding import SeedStream
 
 NUM_ACTIONS = 15
-
-
-def _import_procgen():
-    # ``import procgen`` imports the legacy ``gym`` package, which prints a deprecation
-    # notice on stderr; it is irrelevant here (we use the gym3 API only).
-    with contextlib.redirect_stderr(io.StringIO()):
-        import procgen
-    return procgen
 
 
 class ProcgenEnv:
@@ -56,8 +47,7 @@ class ProcgenEnv:
         self._env = self._build(self._built_seed)
         self._fresh = True  # built and not stepped: reset() need not rebuild
 
-    def _build(self, rand_seed: int):
-        procgen = _import_procgen()
+    def _build(self, rand_seed: int) -> ProcgenLib:
         cfg = self.cfg
         kwargs = dict(
             num=self.spec.num_envs,
@@ -75,21 +65,21 @@ class ProcgenEnv:
             else:
                 start, count = cfg.eval_levels()
             kwargs.update(start_level=start, num_levels=count)
-        env = procgen.ProcgenGym3Env(**kwargs)
-        if env.ac_space.eltype.n != NUM_ACTIONS:
-            raise RuntimeError(f"expected {NUM_ACTIONS} ProcGen actions, got {env.ac_space}")
+        env = ProcgenLib(**kwargs)
+        if env.num_actions != NUM_ACTIONS:
+            raise RuntimeError(f"expected {NUM_ACTIONS} ProcGen actions, got {env.num_actions}")
         return env
 
     def _observe(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reward, obs, first = self._env.observe()
-        # [B, H, W, C] -> [B, C, H, W]; gym3 returns fresh copies, so no aliasing
+        # views of the backend's buffers: copy each once. [B, H, W, C] -> [B, C, H, W]
         obs_t = torch.from_numpy(np.ascontiguousarray(obs["rgb"].transpose(0, 3, 1, 2)))
-        reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32))
-        first_t = torch.from_numpy(np.asarray(first, dtype=bool))
+        reward_t = torch.from_numpy(reward.copy())
+        first_t = torch.from_numpy(first.copy())
         return obs_t, reward_t, first_t
 
     def reset(self, seed: int | None = None) -> TimeStep:
-        """Start every stream on a new level: ``first = 1``, ``done = 0``. gym3 has no reset,
+        """Start every stream on a new level: ``first = 1``, ``done = 0``. libenv has no reset,
         so this rebuilds the backend (unless it was just built and never stepped)."""
         if not (self._fresh and seed is None):
             rand_seed = self._seeds.next(seed)
