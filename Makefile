@@ -20,6 +20,8 @@ $(BIN)/.installed: pyproject.toml
 	@# ProcGen's games (Python 3.11 and 3.12 wheels) without their gym3/gym wrappers, which pin
 	@# numpy < 2 and which rtrl_rl does not use (rtrl_rl/envs/procgen_lib.py drives the games).
 	$(BIN)/python -m pip install -q --no-deps $(PROCGEN)
+	@# Test-only: gym3's libenv, the reference driver in tests/envs/test_procgen_reference.py.
+	$(BIN)/python -m pip install -q --no-deps "gym3==0.3.3"
 	touch $@
 
 train: $(BIN)/.installed
