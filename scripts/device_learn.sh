@@ -5,7 +5,7 @@
 #      stopped after PONG_S seconds (default 270) if it has not finished;
 #   2. the same with grad=bptt, 5M frames, BPTT_S seconds (default 120; 0 skips it);
 #   3. ProcGen CoinRun (easy), experiment=procgen_r2ac grad=rtrl, 3M frames, PROCGEN_S
-#      seconds (default 90; skipped when procgen does not import).
+#      seconds (default 90; skipped when ProcGen's games are not installed).
 # A run still going at its time is stopped with SIGINT, so it saves its checkpoint and curve
 # like any interrupted run. The three stages and their shutdowns fit one 10-minute call. Writes each run's metrics.csv and learning_curve.png, and results.json (per run: the
 # last 100-episode mean return, its best, frames, agent steps, frames/s; the machine; the
@@ -62,11 +62,11 @@ learn pong_rtrl "$PONG_S" experiment=atari_r2ac env.game=pong grad=rtrl \
     runner.total_frames="$PONG_F"
 learn pong_bptt "$BPTT_S" experiment=atari_r2ac env.game=pong grad=bptt \
     runner.total_frames="$BPTT_F"
-if "$PY" -c "import procgen" 2>/dev/null; then
+if "$PY" -c "from rtrl_rl.envs import procgen_lib; assert procgen_lib.available()" 2>/dev/null; then
   learn coinrun_rtrl "$PROCGEN_S" experiment=procgen_r2ac env.game=coinrun \
       env.distribution_mode=easy grad=rtrl runner.total_frames="$PROCGEN_F"
 else
-  echo "== coinrun_rtrl: skipped: procgen does not import"
+  echo "== coinrun_rtrl: skipped: ProcGen's games are not installed (procgen-mirror)"
 fi
 
 "$PY" - "$OUT" <<'PYEOF'
