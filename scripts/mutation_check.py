@@ -405,7 +405,7 @@ MUTATIONS: list[Mutation] = [
         "rtrl-bench report: an interval that holds zero still names a winner",
         "tests/bench/test_report.py"),
     mut("B7", "rtrl_rl/models/agent.py",
-        "        self.first_in_stem = first_input and cfg.stem == \"mlp\"",
+        "        self.first_in_stem = first_input and resolve_stem(cfg.stem, spec) == \"mlp\"",
         "        self.first_in_stem = False",
         "model.first_input: the flag skips the MLP stem (a linear core cannot use it)",
         "tests/models/test_agent.py"),
