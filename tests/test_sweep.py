@@ -198,3 +198,14 @@ def test_slurm_multinode_preset_runs_one_torchrun_task_per_node():
     job = OmegaConf.to_container(cfg)
     job.pop("hydra")
     assert validate({**job, "run_dir": "x"}).distributed.nproc_per_node == 8
+
+
+def test_optuna_keeps_a_study_in_sqlite(tmp_path):
+    """``hydra.sweeper.storage=sqlite:///...`` (the sweep extra's Optuna with its SQLAlchemy)
+    stores and reloads a study."""
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+    again = optuna.load_study(study_name="s", storage=url)
+    assert len(again.trials) == 2 and again.best_value == study.best_value
