@@ -26,15 +26,7 @@ DRY=0
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device_check.log") 2>&1
-PY=${PY:-python3}
-[[ $DRY == 1 && -x .venv/bin/python ]] && PY=.venv/bin/python
-export PYTHONUNBUFFERED=1
-if [[ -d .whl ]] && ! "$PY" -c "import hydra, gymnasium" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+source scripts/device_env.sh
 DEVICE=cuda
 [[ $DRY == 1 ]] && DEVICE=cpu
 failed=0

@@ -21,15 +21,7 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 exec > >(tee "$OUT/device_learn.log") 2>&1
-PY=${PY:-python3}
-[[ $DRY == 1 && -x .venv/bin/python ]] && PY=.venv/bin/python
-export PYTHONUNBUFFERED=1
-if [[ -d .whl ]] && ! "$PY" -c "import hydra, gymnasium" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+source scripts/device_env.sh
 
 if [[ $DRY == 1 ]]; then  # seconds and frames per stage; a model small enough for 2 CPU cores
   PONG_S=${PONG_S:-25} BPTT_S=${BPTT_S:-15} PROCGEN_S=${PROCGEN_S:-15}
