@@ -10,7 +10,8 @@ import pytest
 
 from rtrl_rl import malloc
 
-# Alternating bptt and rtrl updates of a small eLSTM; prints minor page faults per update.
+# Alternating bptt and rtrl updates of a small eLSTM; prints how many of 40 updates faulted in
+# more than 10 fresh pages (a count, because the faults come in bursts of 50-600 pages).
 _UPDATES = """
 import resource, sys, torch
 from rtrl_rl.grad import make_grad
@@ -36,24 +37,27 @@ for method in ("bptt", "rtrl"):
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):
     for u in updates: u()
-start = faults()
-for _ in range(10):
-    for u in updates: u()
-print((faults() - start) / 20)
+faulting = 0
+for _ in range(20):
+    for u in updates:
+        start = faults()
+        u()
+        faulting += faults() - start > 10
+print(faulting)
 """
 
 
-def _faults_per_update(mode: str) -> float:
+def _faulting_updates(mode: str) -> int:
     out = subprocess.run([sys.executable, "-c", _UPDATES, mode], capture_output=True,
                          text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_updates_stop_faulting_in_pages():
-    default, kept = _faults_per_update("default"), _faults_per_update("keep")
-    # measured 156 against 7 per update on the 2-core CPU
-    assert kept < default / 4, (default, kept)
+    default, kept = _faulting_updates("default"), _faulting_updates("keep")
+    # a mean of faults per update was flaky: one burst in the kept run could decide it
+    assert kept * 3 < default, (default, kept)
 
 
 def test_refusal_or_absence_is_reported_not_raised(monkeypatch):
