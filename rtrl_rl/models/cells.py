@@ -203,6 +203,9 @@ class Core(nn.Module, ABC):
     output_size: int
     #: True when the recurrence is element-wise, so exact RTRL is tractable.
     elementwise: bool = False
+    #: True when one step's forward has no data-dependent control flow, so the policy step
+    #: may be traced (``rtrl_rl.models.traced``).
+    traceable: bool = False
     name: str = "core"
     #: The dataclass of the core's own options (``model.<name>``), passed to ``__init__``.
     options: ClassVar[type[CoreOptions]] = CoreOptions
@@ -229,6 +232,7 @@ class LayerStack(Core):
     first, detach_every_step)``; the state holds the layers' states side by side."""
 
     elementwise = True  # every layer subclass here has per-unit recurrences
+    traceable = True
     layers: nn.ModuleList
 
     def split_state(self, state: torch.Tensor) -> list[torch.Tensor]:
@@ -277,6 +281,7 @@ class LSTM(Core):
     """
 
     name = "lstm"
+    traceable = True  # one step (T = 1) always takes the fused path
     options = GateOptions
 
     def __init__(self, input_size: int, hidden_size: int, layers: int = 1,
@@ -320,6 +325,7 @@ class FeedForward(Core):
     """No recurrence (the feed-forward baseline): ``h = x``, empty state."""
 
     elementwise = True
+    traceable = True
     name = "none"
     layers: nn.ModuleList
 

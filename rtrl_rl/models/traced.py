@@ -2,8 +2,8 @@
 
 The trace gives the same outputs with far less Python per call, and on the 2-core CPU that
 Python is most of a policy step (measurements: docs/performance.md). A trace records one
-path through the code, so it is used only for cores whose path cannot depend on the data
-(the LSTM core steps differently when an episode starts), and only after it matched the
+path through the code, so it is used only for cores whose class says their one-step path
+cannot depend on the data (``Core.traceable``), and only after it matched the
 eager step on probes of other batch sizes and episode starts. It holds the agent's own
 parameter tensors, so weights copied into the agent in place reach it.
 """
@@ -19,8 +19,6 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-#: Cores whose one-step forward has no data-dependent control flow.
-TRACEABLE_CORES = ("elstm", "rtu", "lru", "none")
 Step = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -53,8 +51,8 @@ def traced_step(agent, obs_like: torch.Tensor) -> Step:
     """A traced ``agent.step`` when that is safe and checked, else ``agent.step``.
     obs_like: ``[B, ...]`` observations of the right shape, dtype and device."""
     why = None
-    if agent.core.name not in TRACEABLE_CORES:
-        why = f"core {agent.core.name} branches on episode starts"
+    if not agent.core.traceable:
+        why = f"core {agent.core.name} has data-dependent control flow"
     elif agent.amp != "none" or agent.compile_stem:
         why = "model.amp or model.compile_stem is on"
     if why is None:
