@@ -31,7 +31,7 @@ from rtrl_rl.algos.impala import ImpalaConfig
 from rtrl_rl.algos.learner import LearnerConfig
 from rtrl_rl.errors import ConfigError, check, choice, unknown_name
 from rtrl_rl.grad import GRADS
-from rtrl_rl.models.registry import CORES
+from rtrl_rl.models.registry import CORES, check_options
 from rtrl_rl.plugins import load_plugins
 from rtrl_rl.run_logger import LoggerConfig
 from rtrl_rl.runners import RUNNERS
@@ -101,11 +101,8 @@ class ModelBase:
         check(self.layers >= 1, "model.layers", f"must be >= 1, got {self.layers}")
         check(self.stem_out >= 1, "model.stem_out", f"must be >= 1, got {self.stem_out}")
         check(all(h >= 1 for h in self.stem_hidden), "model.stem_hidden", "sizes must be >= 1")
-        for name in CORE_BLOCKS:
-            try:
-                getattr(self, name).check()
-            except ConfigError as e:
-                raise ConfigError(f"model.{name}.{e}") from None
+        for name in CORE_BLOCKS:  # every block, so a typo in an unused one fails too
+            check_options(name, getattr(self, name))
 
     def core_options(self) -> dict[str, Any]:
         """The options of ``core`` as keywords for ``make_core`` (none for a core without)."""

@@ -50,6 +50,14 @@ def rtrl_cores() -> list[str]:
     return [name for name, cls in CORES.items() if cls.elementwise]
 
 
+def check_options(kind: str, opts: CoreOptions) -> None:
+    """``opts.check()``, its one-line ``ConfigError`` naming the block ``model.<kind>``."""
+    try:
+        opts.check()
+    except ConfigError as e:
+        raise ConfigError(f"model.{kind}.{e}") from None
+
+
 def make_core(kind: str, input_size: int, hidden_size: int, layers: int = 1,
               **options: Any) -> Core:
     """Build a core by name, with its own options (``CORES[kind].options``'s fields, e.g.
@@ -70,8 +78,5 @@ def make_core(kind: str, input_size: int, hidden_size: int, layers: int = 1,
                 f"core '{kind}' has no options"
             raise ConfigError(f"model.{kind}.{key}: {why}")
     opts = cls.options(**options)
-    try:
-        opts.check()
-    except ConfigError as e:
-        raise ConfigError(f"model.{kind}.{e}") from None
+    check_options(kind, opts)
     return cls(input_size, hidden_size, layers, **asdict(opts))
