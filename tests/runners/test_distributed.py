@@ -162,12 +162,21 @@ def _torchrun(run_dir: Path, *overrides: str, **kw) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=180, **kw)
 
 
+def _why(proc: subprocess.CompletedProcess) -> str:
+    """A failed job's story: the ranks' own error lines (torchrun prints its summary last,
+    after them) and the end of its output."""
+    marks = ("terminate", "abort", "Error", "error", "Exception", "Signal", "signal")
+    lines = [ln for ln in proc.stderr.splitlines() if any(m in ln for m in marks)]
+    return "\n".join([*lines[:40], "...", proc.stderr[-3000:]])
+
+
 def test_two_rank_resume_is_bit_for_bit_and_needs_the_same_world_size(tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    assert _torchrun(full, "max_updates=10").returncode == 0
-    assert _torchrun(split, "max_updates=5").returncode == 0
+    for run_dir, updates in ((full, 10), (split, 5)):
+        job = _torchrun(run_dir, f"max_updates={updates}")
+        assert job.returncode == 0, _why(job)
     done = _torchrun(split, "max_updates=10", "resume=true")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _why(done)
     a = load_checkpoint(latest_checkpoint(full / "checkpoints"))
     b = load_checkpoint(latest_checkpoint(split / "checkpoints"))
     assert a["world_size"] == b["world_size"] == RANKS
