@@ -84,6 +84,12 @@ class Collective:
         self.device = device
         self.started = False
         if ranks.active and not dist.is_initialized():
+            # Imported after the group exists (torch._dynamo imports it on first use), its
+            # functions bind the group as default arguments, which outlive
+            # destroy_process_group: gloo's threads then die with the interpreter, and a
+            # rank sometimes aborts at exit ("terminate called without an active exception").
+            import torch.distributed.nn as _  # noqa: F401
+
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
                 torch.cuda.set_device(device)

@@ -4,6 +4,7 @@ ranks' streams; torchrun jobs learn, resume bit for bit, and stop whole when a r
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import signal
 import socket
@@ -83,6 +84,29 @@ def _rank_main(rank: int, port: int, cfg, rollouts: list[Rollout], out: str) -> 
         learner.update(_streams(r, rank * per, (rank + 1) * per))
     torch.save(agent.state_dict(), f"{out}.{rank}")
     coll.close()
+
+
+def _rank_threads(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank))
+    coll = Collective(Ranks.from_env(), torch.device("cpu"))
+    importlib.import_module("torch.distributed.nn")  # as torch._dynamo does on first use
+
+    assert coll.max_values(float(rank)) == [1.0]
+    coll.close()
+    task = Path("/proc/self/task")
+    Path(f"{out}.{rank}").write_text(" ".join((t / "comm").read_text().strip()
+                                              for t in task.iterdir()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="thread names from /proc")
+def test_closing_the_collective_stops_gloos_threads(tmp_path):
+    """A process group that outlives ``close`` is torn down with the interpreter, where a
+    rank sometimes aborted (SIGABRT) on its still-running threads."""
+    mp.spawn(_rank_threads, args=(_free_port(), str(tmp_path / "t")), nprocs=RANKS, join=True)
+    for rank in range(RANKS):
+        names = (tmp_path / f"t.{rank}").read_text().split()
+        assert not [n for n in names if "gloo" in n], names
 
 
 @pytest.mark.parametrize("grad,reduction", [("rtrl", "sum"), ("bptt", "mean")])
