@@ -422,6 +422,11 @@ MUTATIONS: list[Mutation] = [
         '            if (b.task, b.grad) != (r.task, "bptt"):',
         "rtrl-bench report: RTRL is compared with BPTT methods that differ in more than grad",
         "tests/bench/test_report.py"),
+    mut("B10", "rtrl_rl/bench/launcher.py",
+        "code in (128 + signal.SIGTERM, -signal.SIGTERM)",
+        "code in (128 + self._stop, -self._stop)",
+        "rtrl-bench: runs stopped by Ctrl-C (sent SIGTERM) are reported failed",
+        "tests/bench/test_launcher.py::test_a_signal_stops_the_runs_with_a_checkpoint"),
     # Per-component configs: blocks per core, options of other variants, saved configs
     mut("C1", "rtrl_rl/config.py",
         "                model.setdefault(core, {}).setdefault(new, value)",

@@ -137,7 +137,8 @@ class Grid:
         a.log.close()
         state = read_state(a.run.run_dir)
         wall = float(state.get("wall_s", 0.0)) + time.monotonic() - a.started
-        stopped = self._stop is not None and code in (128 + self._stop, -self._stop)
+        # what the runs were sent, whichever signal stopped the suite
+        stopped = self._stop is not None and code in (128 + signal.SIGTERM, -signal.SIGTERM)
         status = "done" if code == 0 else ("stopped" if stopped else "failed")
         write_json(a.run.run_dir / STATE, {**state, "status": status, "returncode": code,
                                            "wall_s": wall, "frames": a.run.frames})

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rtrl_rl.bench.launcher import STATE, logged_frames, read_state
 
 TRAIN = ('train=["experiment=delayed_recall","env.delay=3","runner.num_envs=8",'
@@ -140,7 +142,10 @@ def test_one_grid_per_suite_dir(tmp_path):
     assert not (out / "runs").exists()
 
 
-def test_sigterm_stops_the_runs_with_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_runs_with_a_checkpoint(tmp_path, signum):
+    """SIGTERM (a scheduler) or SIGINT (Ctrl-C): the runs are stopped, not failed, and
+    resume where they were."""
     out = tmp_path / "s"
     one = ["tasks=[Recall30]", "methods=[elstm_rtrl_t10]"]
     proc = bench(out, *one)
@@ -148,13 +153,16 @@ def test_sigterm_stops_the_runs_with_a_checkpoint(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not list((run_dir / "checkpoints").glob("*.pt")):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + signum, err
     state = read_state(run_dir)
     assert state["status"] == "stopped" and state["returncode"] == 128 + signal.SIGTERM
+    assert "failed" not in err, err
     assert 0 < logged_frames(run_dir) < FRAMES and lock_free(run_dir)
     assert (out / "report" / "report.md").is_file()  # the report of what is done (nothing)
+    if signum == signal.SIGINT:
+        return  # resuming is the same after either signal
     proc = bench(out, *one)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
