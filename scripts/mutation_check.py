@@ -423,7 +423,7 @@ MUTATIONS: list[Mutation] = [
         "rtrl-bench report: RTRL is compared with BPTT methods that differ in more than grad",
         "tests/bench/test_report.py"),
     mut("B10", "rtrl_rl/bench/launcher.py",
-        "code in (128 + signal.SIGTERM, -signal.SIGTERM)",
+        "code in (128 + RUN_STOP, -RUN_STOP)",
         "code in (128 + self._stop, -self._stop)",
         "rtrl-bench: runs stopped by Ctrl-C (sent SIGTERM) are reported failed",
         "tests/bench/test_launcher.py::test_a_signal_stops_the_runs_with_a_checkpoint"),

@@ -27,6 +27,8 @@ from rtrl_rl.run_logger import write_atomic
 
 STATE = "bench_run.json"
 LOG = "train.log"
+#: What the suite sends its runs when it is stopped, by any signal: they checkpoint and exit.
+RUN_STOP = signal.SIGTERM
 _PR_SET_PDEATHSIG = 1
 
 
@@ -137,8 +139,7 @@ class Grid:
         a.log.close()
         state = read_state(a.run.run_dir)
         wall = float(state.get("wall_s", 0.0)) + time.monotonic() - a.started
-        # what the runs were sent, whichever signal stopped the suite
-        stopped = self._stop is not None and code in (128 + signal.SIGTERM, -signal.SIGTERM)
+        stopped = self._stop is not None and code in (128 + RUN_STOP, -RUN_STOP)
         status = "done" if code == 0 else ("stopped" if stopped else "failed")
         write_json(a.run.run_dir / STATE, {**state, "status": status, "returncode": code,
                                            "wall_s": wall, "frames": a.run.frames})
@@ -181,7 +182,7 @@ class Grid:
                 if self._stop is not None:
                     for a in active:  # once: a second signal could land after its handler
                         if a.proc.poll() is None and not a.signalled:
-                            a.proc.send_signal(signal.SIGTERM)  # checkpoint, then exit
+                            a.proc.send_signal(RUN_STOP)
                             a.signalled = True
                 changed = False
                 for a in list(active):

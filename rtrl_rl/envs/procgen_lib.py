@@ -198,10 +198,9 @@ class ProcgenLib:
         if not self._handle:
             raise RuntimeError(f"libenv_make failed for {env_name}")
 
-        self._ob, ob_ptrs = self._allocate(_SPACE_OBSERVATION)
-        self._ac, ac_ptrs = self._allocate(_SPACE_ACTION)
-        self._info, info_ptrs = self._allocate(_SPACE_INFO)
-        self.num_actions = self._num_actions
+        self._ob, ob_ptrs, _ = self._allocate(_SPACE_OBSERVATION)
+        self._ac, ac_ptrs, self.num_actions = self._allocate(_SPACE_ACTION)
+        self._info, info_ptrs, _ = self._allocate(_SPACE_INFO)
         self._rew = _aligned((num,), np.float32)
         self._first = _aligned((num,), np.bool_)
         self._buffers = _Buffers(ob_ptrs, self._rew.ctypes.data, self._first.ctypes.data,
@@ -211,11 +210,11 @@ class ProcgenLib:
         self.closed = False
 
     def _allocate(self, space: int):
-        """Arrays ``[num, *shape]`` for each tensor of ``space``, and the pointer array the C
-        side writes through (tensor-major: ``ptrs[t * num + env]``)."""
+        """Arrays ``[num, *shape]`` for each tensor of ``space``, the pointer array the C
+        side writes through (tensor-major: ``ptrs[t * num + env]``), and the number of values
+        of its discrete tensor (0 if none)."""
         lib, num = self._lib, self.num
-        if space == _SPACE_ACTION:
-            self._num_actions = 0
+        choices = 0
         count = lib.libenv_get_tensortypes(self._handle, space, None)
         types = (_TensorType * max(count, 1))()
         if count:
@@ -231,11 +230,10 @@ class ProcgenLib:
             arrays[name] = arr
             for i in range(num):
                 ptrs[t * num + i] = arr.ctypes.data + i * arr.strides[0]
-            if space == _SPACE_ACTION and tt.scalar_type == _SCALAR_DISCRETE:
-                self._num_actions = int(tt.high.int32 if tt.dtype == _DTYPE_INT32
-                                        else tt.high.uint8) + 1
+            if tt.scalar_type == _SCALAR_DISCRETE:
+                choices = int(tt.high.int32 if tt.dtype == _DTYPE_INT32 else tt.high.uint8) + 1
         self._keepalive.append(ptrs)
-        return arrays, ptrs
+        return arrays, ptrs, choices
 
     def observe(self) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """``(reward [num], {"rgb": uint8 [num, 64, 64, 3]}, first [num])``: views of this

@@ -84,10 +84,8 @@ class Collective:
         self.device = device
         self.started = False
         if ranks.active and not dist.is_initialized():
-            # Imported after the group exists (torch._dynamo imports it on first use), its
-            # functions bind the group as default arguments, which outlive
-            # destroy_process_group: gloo's threads then die with the interpreter, and a
-            # rank sometimes aborts at exit ("terminate called without an active exception").
+            # imported later (torch._dynamo does), its default arguments would keep the group
+            # alive past destroy_process_group, and gloo's threads abort the rank at exit
             import torch.distributed.nn as _  # noqa: F401
 
             backend = "nccl" if device.type == "cuda" else "gloo"
